@@ -1,0 +1,1 @@
+"""alignscope.interventions"""
