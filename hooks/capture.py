@@ -59,7 +59,7 @@ def run_hooks_backend(
 
     try:
         for s in sites:
-            handles.append(register_site_hook(model, adapter, s, make(s)))
+            handles.append(register_site_hook(model, adapter, s, make(s), prepend=False))
         with torch.no_grad():
             try:
                 model(**batch, use_cache=False)

@@ -45,9 +45,13 @@ def site_module(model: nn.Module, adapter: ArchitectureAdapter, site: Site) -> t
 
 
 def register_site_hook(
-    model: nn.Module, adapter: ArchitectureAdapter, site: Site, fn: SiteFn
+    model: nn.Module, adapter: ArchitectureAdapter, site: Site, fn: SiteFn, *, prepend: bool = True
 ) -> RemovableHandle:
-    """Register ``fn`` at ``site``; returns the removable torch handle."""
+    """Register ``fn`` at ``site``; returns the removable torch handle.
+
+    Edits prepend (they run before transformers' own hooks); captures append (``prepend=False``) so they read the
+    value after every edit at the same site, i.e. what flows downstream.
+    """
     module, is_pre = site_module(model, adapter, site)
     if is_pre:
 
@@ -62,7 +66,7 @@ def register_site_hook(
             kwargs["hidden_states"] = new
             return args, kwargs
 
-        return module.register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True)
+        return module.register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=prepend)
 
     def post_hook(mod, args, out):
         if torch.is_tensor(out):
@@ -72,7 +76,7 @@ def register_site_hook(
             return None
         return (new,) + tuple(out[1:])
 
-    return module.register_forward_hook(post_hook, prepend=True)
+    return module.register_forward_hook(post_hook, prepend=prepend)
 
 
 @dataclass

@@ -115,7 +115,7 @@ class LazySite:
             sl = f.get_slice(key)
             shape = list(sl.get_shape())
         shape[0] = store.n
-        if len(shape) == 3 and store.positions == "all":
+        if store.positions == "all" and (len(shape) == 3 or key == MASK_KEY):
             shape[1] = store.max_len
         self.shape = torch.Size(shape)
 
