@@ -9,6 +9,7 @@ Positions during an edit are resolved per forward call against the attention mas
     ``"last"``: the last real token of each forward call: the prompt's last token in the prefill, then each newly
         generated token.
     ``"prompt"``: every real prompt token, in the prefill only (generated tokens untouched).
+    ``"response"``: generated tokens only (every decode step after the prefill).
     a list of ints: indices into the prompt's real tokens, in the prefill only.
 
 Strengths may be a float or a ``[B]`` tensor (one strength per row: a K-strength sweep in one batched pass).
@@ -80,6 +81,8 @@ def _selector(
             rows = torch.arange(mask.shape[0], device=mask.device)[lengths > 0]
             out[rows, last[lengths > 0]] = True
             return out
+        if positions == "response":
+            return None if ctx.is_prefill(h) else mask
         if not ctx.is_prefill(h):
             return None
         if positions == "prompt":
@@ -93,8 +96,10 @@ def _selector(
             out[rows, idx[ok]] = True
         return out
 
-    if not (positions in ("all", "last", "prompt") or not isinstance(positions, str)):
-        raise ValueError(f"positions must be 'all', 'last', 'prompt' or a list of ints, got {positions!r}")
+    if not (positions in ("all", "last", "prompt", "response") or not isinstance(positions, str)):
+        raise ValueError(
+            f"positions must be 'all', 'last', 'prompt', 'response' or a list of ints, got {positions!r}"
+        )
     return sel
 
 

@@ -77,3 +77,51 @@ def sha256_texts(texts: Iterable[str]) -> str:
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()
+
+
+def read_prompts(path: str | os.PathLike, column: str | None = None) -> list[str]:
+    """Read prompts from ``.txt`` (one per line), ``.jsonl``/``.json`` or ``.csv`` (``column`` names the field;
+    default: ``prompt``, then ``instruction``, then the only string field).
+
+    Raises:
+        PromptError: missing file, unknown column, or no prompts.
+    """
+    import csv
+
+    from .errors import PromptError
+
+    p = Path(path)
+    if not p.is_file():
+        raise PromptError(
+            f"prompt file {str(p)!r} does not exist", "check the path (relative paths start at the cwd)"
+        )
+    suffix = p.suffix.lower()
+    rows: list
+    if suffix == ".txt":
+        prompts = [line.rstrip("\n") for line in p.read_text().splitlines() if line.strip()]
+    elif suffix in (".jsonl", ".json", ".csv"):
+        if suffix == ".jsonl":
+            rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        elif suffix == ".json":
+            rows = json.loads(p.read_text())
+        else:
+            with open(p, newline="") as f:
+                rows = list(csv.DictReader(f))
+        if rows and isinstance(rows[0], str):
+            prompts = list(rows)
+        else:
+            keys = list(rows[0].keys()) if rows else []
+            col = column
+            if col is None:
+                col = next((k for k in ("prompt", "instruction", "goal", "question") if k in keys), None)
+            if col is None or (rows and col not in rows[0]):
+                raise PromptError(
+                    f"{p.name} has no column {col!r}; its columns are {keys}",
+                    "pass --column NAME (Python: column=...) naming the prompt column",
+                )
+            prompts = [str(r[col]) for r in rows]
+    else:
+        raise PromptError(f"unsupported prompt file type {suffix!r}", "use .txt, .jsonl, .json or .csv")
+    if not prompts:
+        raise PromptError(f"{p} holds no prompts", "check the file (and --column)")
+    return prompts

@@ -1,1 +1,6 @@
-"""alignscope.interventions"""
+"""alignscope.interventions: steering, ablation, activation edits, weight edits and restoration."""
+
+from .steering import ablate, edit, steer
+from .weights import fold_steering_bias, orthogonalize, save_checkpoint
+
+__all__ = ["ablate", "edit", "fold_steering_bias", "orthogonalize", "save_checkpoint", "steer"]
