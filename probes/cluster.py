@@ -19,7 +19,7 @@ All reductions accumulate in float64. See ``docs/methods/aqi.md`` for the normal
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -111,10 +111,18 @@ def _prepare(X: Any, y: Any) -> tuple[torch.Tensor, np.ndarray, int]:
     return t, codes, len(classes)
 
 
-def _centroids(X64: torch.Tensor, codes: np.ndarray, K: int) -> tuple[torch.Tensor, np.ndarray]:
+def _chunks64(X: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield ``(start, end, rows as float64)`` in chunks of ~128 MiB (no full float64 copy of ``X``)."""
+    for s, e in _row_chunks(X.shape[0], _chunk_rows(X.shape[1])):
+        yield s, e, X[s:e].to(torch.float64)
+
+
+def _centroids(X: torch.Tensor, codes: np.ndarray, K: int) -> tuple[torch.Tensor, np.ndarray]:
     idx = torch.as_tensor(codes)
     counts = np.bincount(codes, minlength=K)
-    sums = torch.zeros(K, X64.shape[1], dtype=torch.float64).index_add_(0, idx, X64)
+    sums = torch.zeros(K, X.shape[1], dtype=torch.float64)
+    for s, e, c in _chunks64(X):
+        sums.index_add_(0, idx[s:e], c)
     return sums / torch.as_tensor(counts, dtype=torch.float64)[:, None], counts
 
 
@@ -156,22 +164,22 @@ def calinski_harabasz(X: Any, y: Any) -> float:
 
 def _chi(X: torch.Tensor, codes: np.ndarray, K: int) -> float:
     n = X.shape[0]
-    X64 = X.to(torch.float64)
-    mu_k, counts = _centroids(X64, codes, K)
-    mu = X64.mean(0)
-    extra = float((torch.as_tensor(counts, dtype=torch.float64) * ((mu_k - mu) ** 2).sum(1)).sum())
-    intra = _within_sq(X64, codes, mu_k)
+    mu_k, counts = _centroids(X, codes, K)
+    cnt = torch.as_tensor(counts, dtype=torch.float64)
+    mu = (cnt[:, None] * mu_k).sum(0) / n
+    extra = float((cnt * ((mu_k - mu) ** 2).sum(1)).sum())
+    intra = _within_sq(X, codes, mu_k)
     if intra == 0.0:
         return 1.0
     return extra * (n - K) / (intra * (K - 1.0))
 
 
-def _within_sq(X64: torch.Tensor, codes: np.ndarray, mu_k: torch.Tensor) -> float:
+def _within_sq(X: torch.Tensor, codes: np.ndarray, mu_k: torch.Tensor) -> float:
     """Sum over points of the squared distance to their own centroid (direct differences, float64)."""
     total = 0.0
     idx = torch.as_tensor(codes)
-    for s, e in _row_chunks(X64.shape[0], _chunk_rows(X64.shape[1])):
-        total += float(((X64[s:e] - mu_k[idx[s:e]]) ** 2).sum())
+    for s, e, c in _chunks64(X):
+        total += float(((c - mu_k[idx[s:e]]) ** 2).sum())
     return total
 
 
@@ -199,12 +207,11 @@ def davies_bouldin(X: Any, y: Any) -> float:
 
 
 def _dbs(X: torch.Tensor, codes: np.ndarray, K: int) -> float:
-    X64 = X.to(torch.float64)
-    mu_k, counts = _centroids(X64, codes, K)
+    mu_k, counts = _centroids(X, codes, K)
     idx = torch.as_tensor(codes)
     dist_sum = torch.zeros(K, dtype=torch.float64)
-    for s, e in _row_chunks(X64.shape[0], _chunk_rows(X64.shape[1])):
-        d = torch.linalg.vector_norm(X64[s:e] - mu_k[idx[s:e]], dim=1)
+    for s, e, c in _chunks64(X):
+        d = torch.linalg.vector_norm(c - mu_k[idx[s:e]], dim=1)
         dist_sum.index_add_(0, idx[s:e], d)
     intra = (dist_sum / torch.as_tensor(counts, dtype=torch.float64)).numpy()
     cen = torch.linalg.vector_norm(mu_k[:, None, :] - mu_k[None, :, :], dim=2).numpy()
@@ -240,12 +247,11 @@ def xie_beni(X: Any, y: Any) -> float:
 
 
 def _xb(X: torch.Tensor, codes: np.ndarray, K: int) -> float:
-    X64 = X.to(torch.float64)
-    mu_k, _ = _centroids(X64, codes, K)
-    num = _within_sq(X64, codes, mu_k)
+    mu_k, _ = _centroids(X, codes, K)
+    num = _within_sq(X, codes, mu_k)
     sep = ((mu_k[:, None, :] - mu_k[None, :, :]) ** 2).sum(2)
     sep.fill_diagonal_(math.inf)
-    den = X64.shape[0] * float(sep.min())
+    den = X.shape[0] * float(sep.min())
     if den == 0.0:
         return math.nan if num == 0.0 else math.inf
     return num / den
@@ -268,8 +274,8 @@ def dunn(
     Args:
         X: ``[n, p]`` activations (50,000 x 4,096 runs in a few minutes on a CPU).
         y: ``[n]`` class labels with at least two classes.
-        block: rows per distance block; peak extra memory is ``~ 3 * block^2 * 8`` bytes plus one
-            float64 copy of ``X`` (when ``X`` is not already float64).
+        block: rows per distance block; peak extra memory is one ``n x p`` screening copy in
+            ``screen_dtype`` plus ``~ 6 * block^2 * 8`` bytes of block temporaries.
         screen_dtype: dtype of the Gram-trick screening pass (float64 default; float32 is faster on some
             hardware and still exact, at the cost of more pairs recomputed).
 
@@ -301,8 +307,8 @@ def dunn_parts(
 
     Algorithm (never materialises the ``n x n`` matrix):
 
-    1. Centre ``X`` (translation does not change distances; it shrinks norms and thus rounding error) and
-       sort rows by class.
+    1. Centre ``X`` into a screening copy (translation does not change distances; it shrinks norms and thus
+       rounding error). This copy (``n x p`` in ``screen_dtype``) is the only allocation proportional to ``n``.
     2. For each pair of row blocks (upper triangle only, each unordered pair once) compute squared
        distances by the Gram trick ``|a|^2 + |b|^2 - 2 a.b`` in ``screen_dtype``, together with a rigorous
        floating-point error bound ``err = (2 p + 64) u (|a|^2 + |b|^2)`` (``u`` = unit roundoff of
@@ -327,13 +333,19 @@ def dunn_parts(
             f"screen_dtype must be float32 or float64; got {screen_dtype}.", "Use torch.float64."
         )
     n, p = X.shape
-    order = np.argsort(codes, kind="stable")
-    lab = torch.as_tensor(codes[order])
-    Xs = X[torch.as_tensor(order)]
-    X64 = Xs.to(torch.float64)  # exact differences are taken on this (a view when X is float64)
-    mean = X64.mean(0)
-    S = (X64 - mean).to(screen_dtype)  # screening copy
-    sq = (S.to(torch.float64) ** 2).sum(1)  # norms of what is actually multiplied, in float64
+    lab = torch.as_tensor(codes)
+    # Exact differences are taken on the caller's rows (float32 or float64) upcast per pair to float64: the
+    # difference of two float32 numbers is exact in float64, so no float64 copy of X is kept.
+    mean = torch.zeros(p, dtype=torch.float64)
+    for _, _, c in _chunks64(X):
+        mean += c.sum(0)
+    mean /= n
+    rows = _chunk_rows(p)
+    S = torch.empty(n, p, dtype=screen_dtype)  # centred screening copy (the only O(n p) allocation)
+    sq = torch.empty(n, dtype=torch.float64)  # norms of what is actually multiplied, in float64
+    for s, e in _row_chunks(n, rows):
+        S[s:e] = (X[s:e].to(torch.float64) - mean).to(screen_dtype)
+        sq[s:e] = (S[s:e].to(torch.float64) ** 2).sum(1)
     sq_s = sq.to(screen_dtype)
     u = torch.finfo(screen_dtype).eps / 2
     cbound = (2.0 * p + 64.0) * u
@@ -351,8 +363,8 @@ def dunn_parts(
                 upper = torch.ones(e0 - s0, e1 - s1, dtype=torch.bool).triu_(1)
             else:
                 upper = None
-            _screen_min(D2, err, same, upper, s0, s1, X64, state)
-            _screen_max(D2, err, same, upper, s0, s1, X64, state)
+            _screen_min(D2, err, same, upper, s0, s1, X, state)
+            _screen_max(D2, err, same, upper, s0, s1, X, state)
     min2, max2 = state["min2"], state["max2"]
     max2 = 0.0 if max2 == -math.inf else max2  # every class has a single point
     return {
@@ -362,15 +374,16 @@ def dunn_parts(
     }
 
 
-def _exact_d2(X64: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+def _exact_d2(X: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """Exact squared distances of row pairs ``(ii, jj)``: direct differences in float64."""
     out = torch.empty(ii.numel(), dtype=torch.float64)
     for s in range(0, ii.numel(), chunk):
         a, b = ii[s : s + chunk], jj[s : s + chunk]
-        out[s : s + chunk] = ((X64[a] - X64[b]) ** 2).sum(1)
+        out[s : s + chunk] = ((X[a].to(torch.float64) - X[b].to(torch.float64)) ** 2).sum(1)
     return out
 
 
-def _screen_min(D2, err, same, upper, s0, s1, X64, state) -> None:
+def _screen_min(D2, err, same, upper, s0, s1, X, state) -> None:
     valid = ~same if upper is None else (~same & upper)
     if not bool(valid.any()) or state["min2"] == 0.0:
         return
@@ -388,12 +401,12 @@ def _screen_min(D2, err, same, upper, s0, s1, X64, state) -> None:
         if float(lo_c[s]) > state["min2"]:
             break
         c = cand[s : s + 512]
-        ex = _exact_d2(X64, c[:, 0] + s0, c[:, 1] + s1)
+        ex = _exact_d2(X, c[:, 0] + s0, c[:, 1] + s1)
         state["n_exact"] += ex.numel()
         state["min2"] = min(state["min2"], float(ex.min()))
 
 
-def _screen_max(D2, err, same, upper, s0, s1, X64, state) -> None:
+def _screen_max(D2, err, same, upper, s0, s1, X, state) -> None:
     valid = same if upper is None else (same & upper)
     if not bool(valid.any()):
         return
@@ -410,7 +423,7 @@ def _screen_max(D2, err, same, upper, s0, s1, X64, state) -> None:
         if float(hi_c[s]) < state["max2"]:
             break
         c = cand[s : s + 512]
-        ex = _exact_d2(X64, c[:, 0] + s0, c[:, 1] + s1)
+        ex = _exact_d2(X, c[:, 0] + s0, c[:, 1] + s1)
         state["n_exact"] += ex.numel()
         state["max2"] = max(state["max2"], float(ex.max()))
 
