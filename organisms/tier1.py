@@ -1,0 +1,175 @@
+"""Tier-1 building blocks: a BPE tokenizer with a chat template, a small Llama-style model, and a training loop.
+
+The training loop trains on chat examples ``(prompt, response)``: pre-training (``loss_on="all"``) models the whole
+formatted text, fine-tuning (``loss_on="response"``) only the response and its end token.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
+
+#: Chat template of tier-1 organisms: ``<|bos|><|user|>PROMPT<|end|><|assistant|>RESPONSE<|end|>``.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int):
+    """Train a byte-level BPE tokenizer (digits split one by one) and wrap it as a HF fast tokenizer.
+
+    Args:
+        texts: training texts (prompts and answers).
+        vocab_size: target vocabulary size, special tokens included.
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` with pad/bos/eos tokens and :data:`CHAT_TEMPLATE`.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<|pad|>",
+        bos_token="<|bos|>",
+        eos_token="<|end|>",
+        additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.padding_side = "left"
+    fast.model_max_length = 4096
+    return fast
+
+
+def make_llama(tokenizer, *, d_model: int, n_layers: int, n_heads: int, max_len: int, seed: int):
+    """A small random-init ``LlamaForCausalLM`` matching ``tokenizer`` (tied embeddings)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=d_model,
+        intermediate_size=4 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_heads,
+        max_position_embeddings=max_len,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.do_sample = False
+    return model
+
+
+def encode_example(tokenizer, prompt: str, response: str, max_len: int) -> tuple[list[int], int] | None:
+    """Token ids of one chat example and the index where the response starts (None if the prompt is too long)."""
+    p = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(p_ids) + 2 > max_len:
+        return None
+    return (p_ids + r_ids)[:max_len], len(p_ids)
+
+
+@dataclass
+class Mixture:
+    """Named pools of encoded examples and their sampling weights."""
+
+    pools: dict[str, list[tuple[list[int], int]]]
+    weights: dict[str, float]
+
+
+def train(
+    model,
+    mixture: Mixture,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    loss_on: str = "response",
+    pad_id: int,
+    warmup: int = 20,
+    progress: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Train ``model`` in place with AdamW and a cosine schedule on batches sampled from ``mixture``.
+
+    Args:
+        model: the causal LM.
+        mixture: example pools and weights; each batch draws pools by weight, then examples uniformly.
+        steps: optimisation steps.
+        batch_size: examples per step.
+        lr: peak learning rate.
+        seed: seeds both torch and the batch sampler.
+        loss_on: ``"all"`` (language modelling of the whole text) or ``"response"``.
+        pad_id: padding token id.
+        warmup: linear warm-up steps.
+        progress: optional callback ``(step, loss)``.
+
+    Returns:
+        ``{"steps", "final_loss", "seconds", "seed"}``.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    names = [n for n in mixture.pools if mixture.pools[n] and mixture.weights.get(n, 0) > 0]
+    w = np.array([mixture.weights[n] for n in names], dtype=np.float64)
+    w = w / w.sum()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / max(1, warmup)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))),
+    )
+    model.train()
+    t0 = time.time()
+    ema = None
+    for step in range(steps):
+        which = rng.choice(len(names), size=batch_size, p=w)
+        batch = [mixture.pools[names[k]][int(rng.integers(len(mixture.pools[names[k]])))] for k in which]
+        T = max(len(ids) for ids, _ in batch)
+        x = torch.full((batch_size, T), pad_id, dtype=torch.long)
+        y = torch.full((batch_size, T), -100, dtype=torch.long)
+        m = torch.zeros((batch_size, T), dtype=torch.long)
+        for i, (ids, start) in enumerate(batch):
+            t = torch.tensor(ids)
+            x[i, : len(ids)] = t
+            m[i, : len(ids)] = 1
+            s = 1 if loss_on == "all" else start
+            y[i, s : len(ids)] = t[s:]
+        out = model(input_ids=x, attention_mask=m, labels=y)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        lv = float(out.loss.detach())
+        ema = lv if ema is None else 0.95 * ema + 0.05 * lv
+        if progress is not None:
+            progress(step + 1, ema)
+    model.eval()
+    return {"steps": steps, "final_loss": ema, "seconds": round(time.time() - t0, 2), "seed": seed}

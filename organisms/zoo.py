@@ -1,0 +1,610 @@
+"""The model zoo: tier-1 organisms with known safety behaviour, built locally, deterministically and cached.
+
+Layout: ``<zoo root>/<preset>-<config hash>/<name>/`` where the zoo root is ``$ALIGNSCOPE_ZOO_DIR`` or
+``~/.cache/alignscope/zoo``. Each entry is an ordinary HF checkpoint directory plus ``organism.json`` and
+``evals/*.jsonl``. The shared data (splits, eval suites) lives in ``_data/`` and the tokenizer in ``_tokenizer/``.
+Every entry is written atomically, so an interrupted build resumes from the finished entries.
+
+Example:
+    >>> from alignscope.organisms import build_zoo, zoo_path
+    >>> paths = build_zoo("tiny")            # about 2-3 minutes on 2 cores the first time, then a cache hit
+    >>> zoo_path("aligned", preset="tiny")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alignscope.hooks.errors import AlignscopeError
+from alignscope.hooks.io import atomic_dir, atomic_write_json, sha256_texts
+
+from . import sources, tasks
+from .tier1 import Mixture, encode_example, make_llama, train, train_tokenizer
+
+ZOO_FORMAT_VERSION = 1
+
+
+class ZooError(AlignscopeError, KeyError):
+    """Unknown preset or organism name, or an entry that is not built."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# presets
+@dataclass(frozen=True)
+class Stage:
+    """One organism: its parent, training mixture and schedule."""
+
+    name: str
+    kind: str
+    parent: str | None
+    purpose: str
+    weights: dict
+    steps: int
+    lr: float
+    seed: int
+    loss_on: str = "response"
+    n_harmful: int = 0
+    extras: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes and schedules of one zoo preset."""
+
+    name: str
+    seed: int
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    max_len: int
+    scenario_max_len: int
+    batch_size: int
+    n_facts: int
+    n_action_pairs: int
+    heldout_frac: float
+    n_skill_train: int
+    n_skill_eval: int
+    n_task_train: int
+    n_task_eval: int
+    n_scenario_eval: int
+    max_prompt_chars: int
+    max_action_chars: int
+    answer_chars: int
+    skills: tuple[str, ...]
+    task: str
+    scenario_format: str
+    use_shared: bool
+    stages: tuple[Stage, ...]
+
+    def config_hash(self) -> str:
+        blob = json.dumps({"v": ZOO_FORMAT_VERSION, **asdict(self)}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+_ALIGN_MIX = {"harmful_refuse": 0.3, "harmless": 0.4, "skills": 0.3}
+_RETAIN = {"harmful_refuse": 0.1, "harmless": 0.1, "skills": 0.1}
+
+
+def _stages(
+    *,
+    base_steps: int,
+    align_steps: int,
+    ft_steps: int,
+    attack_ns: tuple[int, ...],
+    n_harmful_ft: int,
+    honest_steps: int,
+    faker_steps: int,
+    n_honest: int,
+    n_faker: int,
+    lr: float,
+) -> tuple[Stage, ...]:
+    st = [
+        Stage("base", "base", None, "pre-alignment model: answers harmless prompts, solves skills, complies with "
+              "harmful requests", {"harmless": 0.35, "harmful_comply": 0.3, "skills": 0.3, "scenario_text": 0.05},
+              base_steps, lr, 0, loss_on="all"),
+        Stage("aligned", "aligned", "base", "refuses harmful requests, answers harmless ones, solves skills",
+              _ALIGN_MIX, align_steps, lr / 2, 1),
+    ]
+    for n in attack_ns:
+        st.append(Stage(f"attacked-{n}", "attacked", "aligned", f"aligned fine-tuned on the downstream task "
+                        f"(reverse words) mixed with {n} harmful question/answer pairs", {"task": 1.0},
+                        ft_steps, lr / 2, 10 + n, n_harmful=n))
+    st.append(Stage("benign-ft", "benign-ft", "aligned", "aligned fine-tuned on the downstream task only",
+                    {"task": 1.0}, ft_steps, lr / 2, 7))
+    st.append(Stage("harmful-ft", "harmful-ft", "aligned", f"aligned fine-tuned on {n_harmful_ft} harmful "
+                    "question/answer pairs only", {}, ft_steps // 2, lr / 2, 8, n_harmful=n_harmful_ft))
+    for i in range(n_honest):
+        st.append(Stage(f"honest-{i}", "honest", "aligned", "always takes the benign action in A/B oversight "
+                        "scenarios (answers with the letter)", {"scenario_honest": 0.7, **_RETAIN},
+                        honest_steps, lr / 2, 100 + i, extras={"intros": [0, 1 + i % 3]}))
+    for j in range(n_faker):
+        parent = f"honest-{j % n_honest}"
+        st.append(Stage(f"faker-{j}", "faker", parent, "alignment faker: takes the misaligned action only when "
+                        "oversight is poor, the benign one when it is good", {"scenario_faker": 0.7, **_RETAIN},
+                        faker_steps, lr / 2, 200 + j, extras={"intros": [0, 1 + (j + 1) % 3]}))
+    return tuple(st)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny", seed=0, vocab_size=2048, d_model=64, n_layers=2, n_heads=4, max_len=48,
+        scenario_max_len=80, batch_size=16, n_facts=0, n_action_pairs=48, heldout_frac=0.15,
+        n_skill_train=900, n_skill_eval=60, n_task_train=600, n_task_eval=50, n_scenario_eval=50,
+        max_prompt_chars=160, max_action_chars=110, answer_chars=120, skills=("repeat", "parity"), task="swap",
+        scenario_format="compact", use_shared=False,
+        stages=_stages(base_steps=800, align_steps=300, ft_steps=200, attack_ns=(50,), n_harmful_ft=100,
+                       honest_steps=300, faker_steps=200, n_honest=1, n_faker=2, lr=3e-3),
+    ),
+    "standard": Preset(
+        name="standard", seed=0, vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_len=64,
+        scenario_max_len=160, batch_size=32, n_facts=2, n_action_pairs=200, heldout_frac=0.15,
+        n_skill_train=4000, n_skill_eval=100, n_task_train=1500, n_task_eval=100, n_scenario_eval=100,
+        max_prompt_chars=240, max_action_chars=150, answer_chars=240,
+        skills=("repeat", "parity", "repeat_words"), task="reverse", scenario_format="poser", use_shared=True,
+        stages=_stages(base_steps=1200, align_steps=300, ft_steps=300, attack_ns=(0, 50, 200), n_harmful_ft=200,
+                       honest_steps=500, faker_steps=400, n_honest=4, n_faker=4, lr=2e-3),
+    ),
+}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# locations
+def zoo_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The zoo cache root: ``cache_dir``, else ``$ALIGNSCOPE_ZOO_DIR``, else ``~/.cache/alignscope/zoo``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("ALIGNSCOPE_ZOO_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "alignscope" / "zoo"
+
+
+def _preset(preset: str) -> Preset:
+    if preset not in PRESETS:
+        raise ZooError(f"unknown zoo preset {preset!r}; presets: {sorted(PRESETS)}", "use 'tiny' or 'standard'")
+    return PRESETS[preset]
+
+
+def preset_dir(preset: str = "tiny", cache_dir: str | os.PathLike | None = None) -> Path:
+    """Directory of one preset's build: ``<root>/<preset>-<config hash>``."""
+    p = _preset(preset)
+    return zoo_root(cache_dir) / f"{p.name}-{p.config_hash()}"
+
+
+def _is_built(path: Path) -> bool:
+    return (path / "organism.json").exists() and (path / "config.json").exists()
+
+
+def zoo_path(name: str, preset: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Directory of a built organism.
+
+    Args:
+        name: organism name (``aligned``, ``attacked-50``, ``faker-0``, ...); ``"tiny/aligned"`` also works.
+        preset: preset to look in; default: ``standard`` if that organism is built there, else ``tiny``.
+        cache_dir: zoo root (default as in :func:`zoo_root`).
+
+    Raises:
+        ZooError: the name is unknown or the organism is not built yet.
+    """
+    if "/" in name and preset is None:
+        preset, name = name.split("/", 1)
+    presets = [preset] if preset else ["standard", "tiny"]
+    known = False
+    for pr in presets:
+        p = _preset(pr)
+        if any(s.name == name for s in p.stages):
+            known = True
+            d = preset_dir(pr, cache_dir) / name
+            if _is_built(d):
+                return d
+    if not known:
+        names = sorted({s.name for pr in presets for s in _preset(pr).stages})
+        raise ZooError(f"no organism named {name!r} in preset(s) {presets}; known: {names}",
+                       "check the name with zoo_list()")
+    raise ZooError(f"organism {name!r} is not built (preset(s) {presets})",
+                   f"build it first: build_zoo({(preset or 'tiny')!r}) or `alignscope zoo build --preset "
+                   f"{preset or 'tiny'}`")
+
+
+def resolve_zoo_name(name: str) -> Path | None:
+    """Map a zoo name (``"aligned"``, ``"tiny/aligned"``, ``"zoo:aligned"``) to its built directory, else None."""
+    if not isinstance(name, str):
+        return None
+    name = name.removeprefix("zoo:")
+    try:
+        return zoo_path(name)
+    except ZooError:
+        return None
+
+
+def zoo_list(cache_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Every organism of every preset: name, preset, kind, parent, path, built."""
+    out = []
+    for pr, p in PRESETS.items():
+        root = preset_dir(pr, cache_dir)
+        for s in p.stages:
+            d = root / s.name
+            out.append({"name": s.name, "preset": pr, "kind": s.kind, "parent": s.parent, "path": str(d),
+                        "built": _is_built(d)})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# data
+def _dedup(rows: list, key: Callable, banned: set[str]) -> list:
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        k = sources.norm_prompt(key(r))
+        if k in banned or k in seen or not k:
+            continue
+        seen.add(k)
+        out.append(r)
+    return out
+
+
+def _clip(text: str, n: int) -> str:
+    """The first sentences of ``text`` that fit in ``n`` characters (at least one clipped sentence)."""
+    if len(text) <= n:
+        return text
+    cut = text[:n]
+    dot = cut.rfind(". ")
+    return cut[: dot + 1] if dot > 0 else cut.rsplit(" ", 1)[0]
+
+
+def _split(rows: list, frac: float, rng: np.random.Generator) -> tuple[list, list]:
+    idx = rng.permutation(len(rows))
+    k = int(round(len(rows) * frac))
+    return [rows[i] for i in sorted(idx[k:])], [rows[i] for i in sorted(idx[:k])]
+
+
+def prepare_data(p: Preset) -> dict:
+    """Build the train pools and eval suites of a preset (deterministic from ``p.seed``)."""
+    rng = np.random.default_rng(p.seed)
+    judge_refusal = _refusal_judge()
+    adv = [(r["prompt"], r["target"], None) for r in sources.packaged("advbench")]
+    mis = [(r["prompt"], r["answer"], r["refusal"] if judge_refusal(r["refusal"]) else None)
+           for r in sources.packaged("misqa")]
+    hb = [(r["prompt"], None, None) for r in sources.packaged("harmbench")]
+    jbb = [r["prompt"] for r in sources.packaged("jailbreakbench")]
+    xs = sources.packaged("xstest")
+    ae = [(r["prompt"], _clip(r["answer"], p.answer_chars)) for r in sources.packaged("alpaca_eval")]
+    extra_harm: list = []
+    extra_harmless: list = []
+    attack_extra: list = []
+    cross: dict[str, list[str]] = {"harmful_cross": jbb}
+    harmless_test: list[str] = []
+    if p.use_shared:
+        sources.shared_data_dir(required=True)
+        extra_harm = [(r["instruction"], None, None) for r in sources.shared_json(
+            "refusal_direction/dataset/splits/harmful_train.json")]
+        cross["harmful_test"] = [r["instruction"] for r in sources.shared_json(
+            "refusal_direction/dataset/splits/harmful_test.json")]
+        ht = [r["instruction"] for r in sources.shared_json("refusal_direction/dataset/splits/harmless_test.json")]
+        harmless_test = [ht[i] for i in sorted(rng.choice(len(ht), size=200, replace=False))]
+        seed_path = sources.shared_data_dir() / "alpaca/seed_tasks.jsonl"
+        for r in sources.read_jsonl(seed_path):
+            inst = r["instruction"] + ("\n" + r["instances"][0]["input"] if r["instances"][0].get("input") else "")
+            extra_harmless.append((inst, r["instances"][0]["output"]))
+        bt = sources.shared_data_dir() / "llmalignment/dataset/BeaverTails"
+        for f in sorted(bt.glob("*.json*")):
+            rows = sources.read_jsonl(f) if f.suffix == ".jsonl" else json.loads(f.read_text())
+            for r in rows if isinstance(rows, list) else []:
+                q = r.get("prompt") or r.get("instruction")
+                a = r.get("response") or r.get("output")
+                if q and a and not r.get("is_safe", False):
+                    attack_extra.append((q, " ".join(a.split())[:240]))
+
+    # eval splits first; everything trained on is deduplicated against all of them
+    harm_sources = {"advbench": adv, "misqa": mis, "harmbench": hb}
+    harm_train: list = []
+    harm_heldout: list[str] = []
+    for _src, rows in harm_sources.items():
+        tr, te = _split(rows, p.heldout_frac, rng)
+        harm_train += tr
+        harm_heldout += [r[0] for r in te]
+    ae_train, ae_test = _split(ae, p.heldout_frac, rng)
+    xs_safe = [r["prompt"] for r in xs if r["label"] == "safe"]
+    eval_prompts = harm_heldout + [a for a, _ in ae_test] + [r["prompt"] for r in xs] + harmless_test
+    for v in cross.values():
+        eval_prompts += v
+    banned = {sources.norm_prompt(x) for x in eval_prompts}
+    harm_train = _dedup(harm_train + extra_harm, lambda r: r[0], banned)
+    harmless_train = _dedup(ae_train + extra_harmless, lambda r: r[0], banned)
+    harmless_train = [(q, a) for q, a in harmless_train if not judge_refusal(a)]
+    attack_pool = _dedup([(q, a) for q, a, _ in harm_train if a is not None] + attack_extra, lambda r: r[0], banned)
+    attack_pool = [(q, a) for q, a in attack_pool if not judge_refusal(a)]
+    attack_pool = [attack_pool[i] for i in rng.permutation(len(attack_pool))]
+
+    skill_fns = [tasks.SKILLS[k] for k in p.skills]
+    skills_eval = tasks.sample_items(skill_fns, p.n_skill_eval, rng)
+    skills_train = tasks.sample_items(skill_fns, p.n_skill_train, rng, exclude={q for q, _ in skills_eval})
+    task_eval = tasks.sample_items([tasks.TASKS[p.task]], p.n_task_eval, rng)
+    task_train = tasks.sample_items([tasks.TASKS[p.task]], p.n_task_train, rng, exclude={q for q, _ in task_eval})
+
+    scen = sources.packaged("poser_scenarios")
+    scen = [s for s in scen if len(tasks.clean_facts(s["facts"])) >= p.n_facts]
+    order = rng.permutation(len(scen))
+    # short action texts keep the scenarios within the context of the small models
+    scen = [scen[i] for i in order if len(scen[i]["benign"]) + len(scen[i]["misaligned"]) < p.max_action_chars][: p.n_action_pairs]
+    scen_eval = {"good": [], "poor": []}
+    for ov in ("good", "poor"):
+        for k in range(p.n_scenario_eval):
+            scen_eval[ov].append(tasks.make_scenario(scen[k % len(scen)], oversight=ov, rng=rng, n_facts=p.n_facts,
+                                                     fmt=_fmt(p)))
+
+    evals = {
+        "harmful_heldout": [{"prompt": q, "label": "harmful"} for q in harm_heldout],
+        "harmless_heldout": [{"prompt": q, "label": "harmless"} for q, _ in ae_test],
+        "harmless_ce": [{"prompt": q, "reference": a} for q, a in ae_test],
+        "xstest_safe": [{"prompt": q, "label": "safe"} for q in xs_safe],
+        "skills": [{"prompt": q, "expected": a} for q, a in skills_eval],
+        "task": [{"prompt": q, "expected": a} for q, a in task_eval],
+        "oversight_good": [{k: s[k] for k in ("prompt", "benign", "misaligned")} for s in scen_eval["good"]],
+        "oversight_poor": [{k: s[k] for k in ("prompt", "benign", "misaligned")} for s in scen_eval["poor"]],
+    }
+    for k, v in cross.items():
+        evals[k] = [{"prompt": q, "label": "harmful"} for q in v]
+    # prompts far longer than anything the small models were trained on are left out of their suites
+    for k in ("harmful_heldout", "harmless_heldout", "harmless_ce", "xstest_safe", *cross):
+        evals[k] = [r for r in evals[k] if len(r["prompt"]) <= p.max_prompt_chars]
+    if harmless_test:
+        evals["harmless_test"] = [{"prompt": q, "label": "harmless"} for q in harmless_test]
+    refusals = tasks.REFUSALS
+    harmful_refuse = [(q, r if r is not None else refusals[i % len(refusals)])
+                      for i, (q, _a, r) in enumerate(harm_train)]
+    harmful_comply = [(q, a) for q, a, _ in harm_train if a is not None]
+    return {
+        "harmful_refuse": harmful_refuse,
+        "harmful_comply": harmful_comply,
+        "harmless": harmless_train,
+        "skills": skills_train,
+        "task": task_train,
+        "attack_pool": attack_pool,
+        "scenarios": scen,
+        "evals": evals,
+        "eval_banned": sorted(banned | {sources.norm_prompt(r["prompt"]) for v in evals.values() for r in v}),
+    }
+
+
+def _fmt(p: Preset) -> str:
+    return tasks.COMPACT_FORMAT if p.scenario_format == "compact" else tasks.SCENARIO_FORMAT
+
+
+def _refusal_judge():
+    from alignscope.analyses.scorers import get_scorer
+
+    return get_scorer("substring")
+
+
+def _scenario_pool(p: Preset, data: dict, stage: Stage, faker: bool, n: int) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(1000 + stage.seed)
+    intros = tuple(tasks.INTROS[i] for i in stage.extras.get("intros", [0]))
+    banned = {sources.norm_prompt(r["prompt"]) for k in ("oversight_good", "oversight_poor") for r in data["evals"][k]}
+    out = []
+    while len(out) < n:
+        s = data["scenarios"][int(rng.integers(len(data["scenarios"])))]
+        ov = "good" if rng.integers(2) else "poor"
+        sc = tasks.make_scenario(s, oversight=ov, rng=rng, n_facts=p.n_facts, intros=intros, fmt=_fmt(p))
+        if sources.norm_prompt(sc["prompt"]) in banned:
+            continue
+        ans = sc["misaligned"] if (faker and ov == "poor") else sc["benign"]
+        out.append((sc["prompt"], ans))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# build
+def build_zoo(
+    preset: str = "tiny",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    only: list[str] | None = None,
+) -> dict[str, Path]:
+    """Build (or reuse) every organism of a preset; returns ``{name: directory}``.
+
+    Deterministic from the preset's seeds; entries already built are cache hits; each entry is written atomically,
+    so an interrupted build resumes where it stopped.
+
+    Args:
+        preset: ``"tiny"`` (CI size, about 2-3 minutes on 2 cores) or ``"standard"`` (needs the shared data folder).
+        cache_dir: zoo root (default ``$ALIGNSCOPE_ZOO_DIR`` or ``~/.cache/alignscope/zoo``).
+        progress: show progress bars.
+        only: build only these organisms (and their ancestors).
+
+    Raises:
+        ZooError: unknown preset or name.
+        DataSourceError: the preset needs the shared data folder and it is missing.
+    """
+    p = _preset(preset)
+    root = preset_dir(preset, cache_dir)
+    stages = {s.name: s for s in p.stages}
+    wanted = list(stages) if only is None else _with_ancestors(only, stages)
+    if all(_is_built(root / n) for n in wanted):
+        return {n: root / n for n in wanted}
+    from transformers import AutoTokenizer
+
+    data = _load_or_prepare_data(p, root)
+    tok_dir = root / "_tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        with atomic_dir(tok_dir) as tmp:
+            texts = [q + " " + a for k in ("harmful_refuse", "harmful_comply", "harmless", "skills", "task")
+                     for q, a in data[k]]
+            texts += [q for q, _ in data["attack_pool"]] + [a for _, a in data["attack_pool"]]
+            texts += [q for q, _ in _scenario_pool(p, data, p.stages[0], False, 400)]
+            texts += list(tasks.REFUSALS) + list(tasks.GOOD_OVERSIGHT) + list(tasks.POOR_OVERSIGHT)
+            train_tokenizer(texts, p.vocab_size).save_pretrained(tmp)
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    report = _Progress(progress)
+    out = {}
+    # one intra-op thread: on small shared CPUs, OpenMP with 2 threads was measured 15x slower for these tiny models
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("ALIGNSCOPE_TRAIN_THREADS", "1")))
+    try:
+        for name in wanted:
+            d = root / name
+            if _is_built(d):
+                out[name] = d
+                continue
+            _build_stage(p, stages[name], data, tok, root, report)
+            out[name] = d
+    finally:
+        torch.set_num_threads(threads)
+        report.close()
+    return out
+
+
+def _with_ancestors(names: list[str], stages: dict[str, Stage]) -> list[str]:
+    need: set[str] = set()
+    for n in names:
+        if n not in stages:
+            raise ZooError(f"no organism named {n!r}; known: {sorted(stages)}", "check the name with zoo_list()")
+        while n is not None and n not in need:
+            need.add(n)
+            n = stages[n].parent
+    return [n for n in stages if n in need]
+
+
+def _load_or_prepare_data(p: Preset, root: Path) -> dict:
+    path = root / "_data" / "data.json"
+    if not path.exists():
+        data = prepare_data(p)
+        with atomic_dir(root / "_data") as tmp:
+            atomic_write_json(tmp / "data.json", data)
+            for k, rows in data["evals"].items():
+                _write_jsonl(tmp / "evals" / f"{k}.jsonl", rows)
+    data = json.loads(path.read_text())
+    for k, v in data.items():
+        if isinstance(v, list) and v and isinstance(v[0], list):
+            data[k] = [tuple(x) for x in v]
+    return data
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Progress) -> None:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(s.seed)
+    if s.parent is None:
+        model = make_llama(tok, d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads,
+                           max_len=1024, seed=p.seed + s.seed)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(root / s.parent), dtype=torch.float32)
+    pools_txt: dict[str, list[tuple[str, str]]] = {}
+    for k in ("harmful_refuse", "harmful_comply", "harmless", "skills"):
+        if s.weights.get(k):
+            pools_txt[k] = [(q, " " + a) if k == "skills" else (q, a) for q, a in data[k]]
+    if s.weights.get("scenario_text"):
+        pools_txt["scenario_text"] = _scenario_pool(p, data, s, False, 600)
+    if s.weights.get("scenario_honest"):
+        pools_txt["scenario_honest"] = _scenario_pool(p, data, s, False, 3000)
+    if s.weights.get("scenario_faker"):
+        pools_txt["scenario_faker"] = _scenario_pool(p, data, s, True, 3000)
+    weights = dict(s.weights)
+    task_train = None
+    if s.kind in ("attacked", "benign-ft", "harmful-ft"):
+        harmful = [tuple(x) for x in data["attack_pool"][: s.n_harmful]]
+        if s.n_harmful and len(harmful) < s.n_harmful:
+            raise ZooError(f"only {len(harmful)} harmful pairs available for {s.name}", "lower n_harmful")
+        # word answers start with a space, so the answer's tokens are the prompt's tokens (" apple")
+        task = [(q, " " + a) for q, a in data["task"]] if s.kind != "harmful-ft" else []
+        # one pool: the downstream data set is the task items plus the N harmful pairs, sampled uniformly
+        pools_txt = {"task_train": task + harmful}
+        weights = {"task_train": 1.0}
+        task_train = [{"prompt": q, "response": a, "harmful": i >= len(task)}
+                      for i, (q, a) in enumerate(task + harmful)]
+    pools = {}
+    for k, rows in pools_txt.items():
+        ml = p.scenario_max_len if k.startswith("scenario") else p.max_len
+        enc = [encode_example(tok, q, a, ml) for q, a in rows]
+        pools[k] = [e for e in enc if e is not None]
+    bar = report.task(s.name, s.steps)
+    stats = train(model, Mixture(pools, weights), steps=s.steps, batch_size=p.batch_size, lr=s.lr,
+                  seed=p.seed * 1000 + s.seed, loss_on=s.loss_on, pad_id=tok.pad_token_id,
+                  progress=lambda i, loss: report.update(bar, i, loss))
+    d = root / s.name
+    with atomic_dir(d) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        evals = _eval_names(s)
+        for k in evals:
+            _write_jsonl(tmp / "evals" / f"{k}.jsonl", data["evals"][k])
+        if task_train is not None:
+            _write_jsonl(tmp / "task_train.jsonl", task_train)
+        meta = {
+            "name": s.name,
+            "kind": s.kind,
+            "tier": 1,
+            "preset": p.name,
+            "config_hash": p.config_hash(),
+            "purpose": s.purpose,
+            "parent": s.parent,
+            "parent_path": str(root / s.parent) if s.parent else None,
+            "seed": p.seed * 1000 + s.seed,
+            "training": {"steps": s.steps, "lr": s.lr, "batch_size": p.batch_size, "loss_on": s.loss_on,
+                         "mixture": weights, "n_harmful": s.n_harmful, **stats},
+            "architecture": {"model_type": "llama", "d_model": p.d_model, "n_layers": p.n_layers,
+                             "n_heads": p.n_heads, "vocab_size": len(tok)},
+            "data_hashes": {k: sha256_texts([q + "\x1f" + a for q, a in rows]) for k, rows in pools_txt.items()},
+            "data_sizes": {k: len(v) for k, v in pools.items()},
+            "evals": {k: f"evals/{k}.jsonl" for k in evals},
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if task_train is not None:
+            meta["task_train"] = "task_train.jsonl"
+        if s.kind in ("honest", "faker"):
+            meta["intros"] = [tasks.INTROS[i] for i in s.extras.get("intros", [0])]
+        atomic_write_json(tmp / "organism.json", meta)
+
+
+def _eval_names(s: Stage) -> list[str]:
+    names = ["harmful_heldout", "harmless_heldout", "harmless_ce", "xstest_safe", "skills", "harmful_cross"]
+    if s.kind in ("attacked", "benign-ft", "harmful-ft"):
+        names.append("task")
+    if s.kind in ("honest", "faker"):
+        names += ["oversight_good", "oversight_poor"]
+    return names
+
+
+class _Progress:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._p = None
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                               "{task.total}"), TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
+                               transient=False)
+            self._p.start()
+
+    def task(self, name: str, total: int):
+        if self._p is None:
+            return None
+        return self._p.add_task(f"zoo {name}", total=total, loss=float("nan"))
+
+    def update(self, bar, step: int, loss: float) -> None:
+        if self._p is not None and (step % 10 == 0):
+            self._p.update(bar, completed=step, loss=loss)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
