@@ -22,7 +22,7 @@ zoo_app = typer.Typer(
     no_args_is_help=True, help="Build, list and locate the local model zoo (organisms, SmolLM2)."
 )
 app.add_typer(zoo_app, name="zoo", help="Build, list and locate the local model zoo (organisms, SmolLM2).")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(err: Exception) -> None:

@@ -1,0 +1,92 @@
+"""The command line: verbs listed, capture end to end with a prompt file, clear errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from alignscope import capture, load_model, open_activations
+from alignscope.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_verbs():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for verb in ("capture", "eval", "zoo", "demo"):
+        assert verb in res.output
+
+
+def test_capture_cli_matches_python(tiny_paths, tmp_path):
+    rows = [{"text": f"Tell me about topic number {i}."} for i in range(9)]
+    f = tmp_path / "p.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "acts"
+    res = runner.invoke(
+        app,
+        [
+            "capture",
+            "--model",
+            tiny_paths["qwen2"],
+            "--prompts",
+            str(f),
+            "--column",
+            "text",
+            "--sites",
+            "resid_post.1,final",
+            "--positions",
+            "mean",
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    store = open_activations(out)
+    ref = capture(
+        load_model(tiny_paths["qwen2"]), [r["text"] for r in rows], ["resid_post.1", "final"], "mean"
+    )
+    for s in ("resid_post.1", "final"):
+        assert torch.allclose(store[s].load(), ref[s], atol=1e-6)
+
+
+def test_cli_errors_are_clear(tiny_paths, tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("a,b\n1,2\n")
+    res = runner.invoke(
+        app,
+        [
+            "capture",
+            "--model",
+            tiny_paths["llama"],
+            "--prompts",
+            str(f),
+            "--sites",
+            "final",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert res.exit_code == 2
+    assert "no column" in res.output and "--column" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "capture",
+            "--model",
+            str(tmp_path / "missing"),
+            "--prompts",
+            str(f),
+            "--column",
+            "a",
+            "--sites",
+            "final",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert res.exit_code == 2 and "no such directory" in res.output
