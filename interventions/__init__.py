@@ -4,3 +4,7 @@ from .steering import ablate, edit, steer
 from .weights import fold_steering_bias, orthogonalize, save_checkpoint
 
 __all__ = ["ablate", "edit", "fold_steering_bias", "orthogonalize", "save_checkpoint", "steer"]
+
+from .restoration import RestorationResult, restore  # noqa: E402
+
+__all__ += ["RestorationResult", "restore"]
