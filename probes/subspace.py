@@ -77,6 +77,16 @@ def energy_rank(S: torch.Tensor, energy_frac: float) -> int:
     return max(1, min(k, S.numel()))
 
 
+def _left_svd(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact thin SVD ``(U, S)``. Tall matrices are decomposed through ``M.T`` (same factors, and LAPACK's
+    tall path is far slower for thin matrices on multi-threaded CPU builds)."""
+    if M.shape[0] > M.shape[1]:
+        _, S, Vh = torch.linalg.svd(M.T, full_matrices=False)
+        return Vh.T, S
+    U, S, _ = torch.linalg.svd(M, full_matrices=False)
+    return U, S
+
+
 def energy_basis(
     M: torch.Tensor,
     energy_frac: float,
@@ -120,7 +130,7 @@ def energy_basis(
         raise AlignscopeError(f"unknown method {method!r}.", "Use 'auto', 'full' or 'lowrank'.")
     use_full = method == "full" or (method == "auto" and max(m, n) <= FULL_SVD_MAX_DIM)
     if use_full:
-        U, S, _ = torch.linalg.svd(M, full_matrices=False)
+        U, S = _left_svd(M)
     else:
         if seed is None:
             raise AlignscopeError(
@@ -303,8 +313,7 @@ def top_left_singular(
     m, n = V.shape
     use_full = method == "full" or (method == "auto" and max(m, n) <= FULL_SVD_MAX_DIM)
     if use_full:
-        U, _, _ = torch.linalg.svd(V, full_matrices=False)
-        return U[:, :k]
+        return _left_svd(V)[0][:, :k]
     if seed is None:
         raise AlignscopeError(
             f"tensor {m}x{n}: the randomised svd_lowrank needs a seed.", "Pass seed=0 or method='full'."
