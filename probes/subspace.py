@@ -265,12 +265,14 @@ def update_mso(
     energy_frac: float,
     *,
     method: str = "auto",
-    seed: int | None = None,
+    seed: int | None = 0,
 ) -> dict[str, Any]:
     """Per-tensor MSO between two update sets (papers.md 2.a Exp 3, ``granularity='tensor'``).
 
     Each delta is reshaped by :func:`reshape2d`; tensors where either update is all-zero are listed in
     ``skipped`` (no subspace). Layer granularity is not offered (the authors' regex was broken, 2.e).
+    ``seed`` (default 0) drives the randomised SVD used for matrices with a side over 10,000 (e.g.
+    embeddings) and is recorded in every per-tensor report.
 
     Returns:
         ``{"per_tensor": {name: mso_report}, "skipped": [names], "mean_mso": float,
@@ -384,7 +386,7 @@ def project_updates(
     method: str = "same",
     *,
     svd: str = "auto",
-    seed: int | None = None,
+    seed: int | None = 0,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """:func:`project_update` for every tensor of ``U``, plus the global diagnostics (float64 sums).
 
@@ -393,6 +395,8 @@ def project_updates(
         energy_kept        = sum ||P||^2 / sum ||U||^2
         cosine_task_proj   = sum <U, P> / (sqrt(sum ||U||^2) sqrt(sum ||P||^2))
         cosine_task_align  = sum <U, V> / (sqrt(sum ||U||^2) sqrt(sum ||V||^2))    # corrected denominator
+
+    ``seed`` (default 0) drives the randomised SVD for tensors with a side over 10,000 (``svd="auto"``).
 
     Returns:
         ``(P, diagnostics)``; diagnostics also record ``frac``, ``method``, ``svd``, ``seed``, ``n_tensors``.
@@ -467,7 +471,7 @@ def activation_mso(
     *,
     center: bool = False,
     method: str = "auto",
-    seed: int | None = None,
+    seed: int | None = 0,
 ) -> dict[str, Any]:
     """Activation-space MSO (papers.md 2.a Exp 4) between two ``[n, d]`` activation matrices of one layer.
 
@@ -514,7 +518,7 @@ def activation_mso_per_layer(
     layers: Iterable[Any] | None = None,
     center: bool = False,
     method: str = "auto",
-    seed: int | None = None,
+    seed: int | None = 0,
 ) -> dict[Any, dict[float, dict[str, Any]]]:
     """:func:`activation_mso` for each layer (default: every key present in both) and each energy fraction.
 
