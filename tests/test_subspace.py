@@ -235,3 +235,19 @@ def test_activation_mso_and_window():
     with pytest.raises(PromptError):
         activation_mso_per_layer({5: A}, {6: B}, 0.5, layers=[5])
     assert list(paper_layer_window(17)) == list(range(11, 15))  # 16-layer model: hs has 17 entries
+
+
+def test_update_mso_large_tensor_uses_seeded_lowrank():
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(12_000, generator=g)  # (12000, 1) after reshape2d: over the full-SVD limit
+    w = torch.randn(12_000, generator=g)
+    r = update_mso({"big": v}, {"big": 2.0 * v}, 0.9)
+    assert r["per_tensor"]["big"]["seed"] == 0 and r["per_tensor"]["big"]["mso"] == pytest.approx(
+        1.0, abs=1e-5
+    )
+    cos2 = float((v.double() @ w.double()) ** 2 / (v.double() @ v.double()) / (w.double() @ w.double()))
+    r2 = update_mso({"big": v}, {"big": w}, 0.9, seed=3)
+    assert (
+        r2["per_tensor"]["big"]["mso"] == pytest.approx(cos2, abs=1e-5)
+        and r2["per_tensor"]["big"]["seed"] == 3
+    )
