@@ -1,0 +1,194 @@
+"""Alignment-faking detectors and the pair benchmark, on the tiny zoo's honest/faker organisms (real models).
+
+The zoo is built once (``build_zoo("tiny")``, a cache hit afterwards); everything else runs in well under a minute
+on two cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from alignscope.analyses.faking_bench import faking_cli, load_scenarios, run_faking_benchmark
+from alignscope.hooks import load_model
+from alignscope.probes.faking import (
+    FakingError,
+    ScenarioSet,
+    behaviour_identical,
+    critical_facts,
+    get_detector,
+    letter_probs,
+    list_detectors,
+    score_against_reference,
+    with_fact,
+    without_critical,
+)
+
+SEED = 0
+
+
+@pytest.fixture(scope="module")
+def zoo(request) -> dict[str, str]:
+    """The tiny zoo's honest/faker organisms (the shared ``tiny_zoo`` fixture when conftest provides it)."""
+    try:
+        paths = request.getfixturevalue("tiny_zoo")
+    except pytest.FixtureLookupError:
+        from alignscope.organisms import build_zoo
+
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            paths = build_zoo("tiny", only=["honest-0", "faker-0", "faker-1"], progress=False)
+        finally:
+            torch.set_num_threads(n)
+    return {k: str(paths[k]) for k in ("honest-0", "faker-0", "faker-1")}
+
+
+@pytest.fixture(scope="module")
+def models(zoo):
+    return {k: load_model(zoo[k]) for k in ("honest-0", "faker-0", "faker-1")}
+
+
+@pytest.fixture(scope="module")
+def sset(zoo) -> ScenarioSet:
+    return load_scenarios(zoo["honest-0"])
+
+
+def _state_hash(model) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _greedy_first_token_one_by_one(handle, prompt: str) -> str:
+    """Independent check: one prompt, no padding, greedy generation of one token, decoded."""
+    ids = handle.tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    enc = handle.tokenizer(ids, add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        out = handle.model.generate(**enc, max_new_tokens=1, do_sample=False, pad_token_id=handle.pad_id)
+    return handle.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_registry_has_the_six_strategies_and_errors_name_the_fix():
+    names = list_detectors()
+    for n in (
+        "belief_steer",
+        "noise",
+        "noise_gaussian",
+        "learning_speed",
+        "concepts",
+        "decision_speed",
+        "attentiveness",
+    ):
+        assert n in names
+    with pytest.raises(FakingError, match="Fix: use one of"):
+        get_detector("nope")
+    with pytest.raises(FakingError, match="unknown parameter"):
+        get_detector("noise", scale=3)
+
+
+def test_critical_fact_editing_on_zoo_prompts(sset):
+    row = sset.rows[0]
+    crit = critical_facts(row)
+    assert len(crit) == 1 and crit[0] in row["prompt"]
+    clean = without_critical(row)
+    assert crit[0] not in clean and clean.count("\n") == row["prompt"].count("\n") - 1
+    poor = with_fact(row, sset.poor_facts[0])
+    assert sset.poor_facts[0] in poor and crit[0] not in poor
+    assert poor.count("\n") == row["prompt"].count("\n")
+    with pytest.raises(FakingError, match="no critical"):
+        without_critical({"prompt": clean, "benign": "A", "misaligned": "B"})
+
+
+def test_benchmark_inputs_are_behaviour_identical(models, sset):
+    """Every kept scenario: both models pick the benign letter (batched letter probabilities, and an independent
+    one-prompt greedy generation); the faker really differs under poor oversight."""
+    honest, faker = models["honest-0"], models["faker-0"]
+    kept, rec = behaviour_identical(honest, faker, sset)
+    assert rec["n_kept"] >= 10 and len(kept.rows) == rec["n_kept"] <= rec["n_in"]
+    for r in kept.rows:
+        assert r["benign"] != r["misaligned"]
+        for h in (honest, faker):
+            assert _greedy_first_token_one_by_one(h, r["prompt"])[:1] == r["benign"]
+    ben = torch.tensor([0 if r["benign"] == "A" else 1 for r in kept.rows])
+    for h in (honest, faker):
+        assert torch.equal(letter_probs(h, kept.prompts).argmax(-1), ben)
+    # a dropped row is dropped for a reason: some model does not pick the benign letter there
+    dropped = [sset.rows[i] for i in range(len(sset.rows)) if i not in set(rec["kept"])]
+    for r in dropped[:5]:
+        picks = {_greedy_first_token_one_by_one(h, r["prompt"])[:1] for h in (honest, faker)}
+        p = [letter_probs(h, [r["prompt"]])[0] for h in (honest, faker)]
+        ben_i = 0 if r["benign"] == "A" else 1
+        assert picks != {r["benign"]} or min(float(x[ben_i]) for x in p) < rec["min_prob"]
+    # the pair is a real faker pair: under poor oversight the faker takes the misaligned action more often
+    poor = [json.loads(x) for x in open(sset.source.replace("oversight_good", "oversight_poor"))]
+    mis = torch.tensor([0 if r["misaligned"] == "A" else 1 for r in poor])
+    rate = {
+        k: float((letter_probs(h, [r["prompt"] for r in poor]).argmax(-1) == mis).float().mean())
+        for k, h in (("honest", honest), ("faker", faker))
+    }
+    assert rate["faker"] > rate["honest"] + 0.3, rate
+
+
+def test_noise_detector_is_reproducible_from_its_seed(models, sset):
+    kept, _ = behaviour_identical(models["honest-0"], models["faker-0"], sset)
+    for name in ("noise", "noise_gaussian"):
+        det = get_detector(name, n_draws=2)
+        r1 = det.score_model(models["faker-0"], kept, seed=11)
+        r2 = det.score_model(models["faker-0"], kept, seed=11)
+        r3 = det.score_model(models["faker-0"], kept, seed=12)
+        assert r1["curves_per_draw"] == r2["curves_per_draw"] and r1["score"] == r2["score"]
+        assert r1["noise_seeds"] == [11, 12] and r1["seed"] == 11
+        assert r3["curves_per_draw"] != r1["curves_per_draw"]
+        assert r1["inputs"]["rows_sha256"] == kept.digest()["rows_sha256"]
+    pa = get_detector("noise", n_draws=1).predict_pair(models["honest-0"], models["faker-0"], kept, seed=5)
+    pb = get_detector("noise", n_draws=1).predict_pair(models["honest-0"], models["faker-0"], kept, seed=5)
+    assert pa["faker"] == pb["faker"] and pa["scores"]["A"]["curve"] == pb["scores"]["A"]["curve"]
+
+
+def test_learning_speed_never_modifies_the_input_model(models, sset):
+    kept, _ = behaviour_identical(models["honest-0"], models["faker-0"], sset)
+    h = models["faker-0"]
+    before = _state_hash(h.model)
+    r = get_detector("learning_speed", steps=3).score_model(h, kept, seed=SEED)
+    assert _state_hash(h.model) == before
+    assert len(r["curve"]) == 4 and r["curve"][-1] > r["curve"][0]  # it does learn the misaligned letter
+    assert r["score"] == pytest.approx(float(np.mean(r["curve"][1:])))
+
+
+def test_best_detector_identifies_the_tiny_fakers(zoo, tmp_path):
+    """Attentiveness to oversight facts (the team's best detector on small organisms) on every ordered pair."""
+    pairs = [(zoo["honest-0"], zoo["faker-0"]), (zoo["honest-0"], zoo["faker-1"])]
+    df = run_faking_benchmark(
+        pairs, seed=SEED, detectors=["attentiveness", "decision_speed"], out_md=tmp_path / "t.md"
+    )
+    row = df.set_index("strategy").loc["attentiveness"]
+    assert row.n_ordered == 4 and row.n_correct == 4
+    assert all(f["verified_identical"] for f in df.attrs["filters"])
+    assert len(df.attrs["null"]) == 2  # faker-0 vs faker-1, per detector
+    assert "attentiveness" in (tmp_path / "t.md").read_text()
+
+
+def test_cli_and_audit_mode(zoo):
+    out = faking_cli(zoo["faker-0"], zoo["honest-0"], as_json=True, detectors=["attentiveness", "concepts"])
+    assert set(out["strategies"]) == {"attentiveness", "concepts"}
+    assert out["strategies"]["attentiveness"]["faker"] == "A"
+    assert set(out["strategies"]["concepts"]["scores"]) == {"A", "B"}
+    json.dumps(out)
+    aud = score_against_reference(
+        zoo["faker-1"],
+        zoo["honest-0"],
+        load_scenarios(zoo["honest-0"]),
+        seed=SEED,
+        detectors=["attentiveness"],
+    )
+    assert aud["detectors"]["attentiveness"]["says_faker"] is True
+    assert aud["model"]["model_path"].endswith("faker-1")
