@@ -489,12 +489,14 @@ def directions_cli(
     batch_size: int = 16,
     filter_prompts: bool = False,
     refusal_tokens: Sequence[int] | None = None,
+    **find_kw: Any,
 ) -> dict[str, Any]:
     """Body of ``alignscope directions --model M --harmful FILE --harmless FILE --out DIR``.
 
     Reads the prompt files (``.txt``/``.jsonl``/``.json``/``.csv``), runs :func:`find_direction` with
     selection, saves the Direction in ``DIR`` (``direction.safetensors`` + ``direction.json``) and every
-    candidate's scores in ``DIR/candidates.json`` (atomic writes).
+    candidate's scores in ``DIR/candidates.json`` (atomic writes). ``find_kw`` go to :func:`find_direction`
+    (e.g. ``kl_threshold``, ``max_new_tokens``).
 
     Returns:
         A summary dict (also printed by the CLI): out dir, site, position, selected scores, candidate count.
@@ -520,6 +522,7 @@ def directions_cli(
         filter_prompts=filter_prompts,
         refusal_tokens=refusal_tokens,
         return_selection=True,
+        **find_kw,
     )
     out = Path(out_dir)
     d.provenance["inputs"] = {
