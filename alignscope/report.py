@@ -19,6 +19,17 @@ from alignscope.figures import new_figure, save_figure
 VERDICT_COLORS = {"flagged": "#c0392b", "hidden": "#8e44ad", "pass": "#1e8449", "refused": "#7f8c8d"}
 
 
+def display_names(rows: list[dict]) -> dict[str, str]:
+    """Short unambiguous names: each checkpoint's path relative to the checkpoints' common parent."""
+    paths = [Path(r["checkpoint"]) for r in rows]
+    if len(paths) == 1:
+        return {str(paths[0]): paths[0].name}
+    common = Path(os.path.commonpath([str(p) for p in paths]))
+    if common in paths:
+        common = common.parent
+    return {str(p): str(p.relative_to(common)) for p in paths}
+
+
 def _verdict(r: dict) -> str:
     if r.get("status") == "refused":
         return "refused"
@@ -42,14 +53,15 @@ def _margin(s: dict) -> float:
 
 def _figures(rows: list[dict], reference: dict, stage: Path) -> list[Path]:
     files: list[Path] = []
-    names = [Path(r["checkpoint"]).name for r in rows]
+    dn = display_names(rows)
+    names = [dn[r["checkpoint"]] for r in rows]
     sig_names = sorted({s["name"] for r in rows for s in _gating(r)})
     if sig_names:
         M = np.full((len(rows), len(sig_names)), np.nan)
         for i, r in enumerate(rows):
             for s in _gating(r):
                 M[i, sig_names.index(s["name"])] = _margin(s)
-        fig, ax = new_figure(1, width=1.2 + 0.75 * len(sig_names), height=0.9 + 0.32 * len(rows))
+        fig, ax = new_figure(1, width=2.6 + 0.6 * len(sig_names), height=1.6 + 0.25 * len(rows))
         im = ax.imshow(np.clip(M, -2, 2), cmap="RdYlGn_r", vmin=-2, vmax=2, aspect="auto")
         ax.set_xticks(
             range(len(sig_names)),
@@ -63,11 +75,12 @@ def _figures(rows: list[dict], reference: dict, stage: Path) -> list[Path]:
             for j in range(len(sig_names)):
                 if not np.isnan(M[i, j]) and M[i, j] > 0:
                     ax.text(j, i, "x", ha="center", va="center", fontsize=7, color="white")
-        fig.colorbar(im, ax=ax, label="past threshold (>0 = flagged)", shrink=0.8)
+        cb = fig.colorbar(im, ax=ax, shrink=0.9)
+        cb.set_label("past threshold (>0: flagged)", fontsize=7)
         ax.set_title("signals vs thresholds (x = crossed)")
         files += save_figure(fig, stage / "fig_signals")
     aqi_rows = [
-        (Path(r["checkpoint"]).name, s["detail"].get("per_layer"))
+        (dn[r["checkpoint"]], s["detail"].get("per_layer"))
         for r in rows
         for s in r.get("signals", [])
         if s["name"] == "aqi_drop" and s["detail"].get("per_layer")
@@ -78,10 +91,11 @@ def _figures(rows: list[dict], reference: dict, stage: Path) -> list[Path]:
         for name, per in aqi_rows:
             ax.plot(per, lw=1, alpha=0.8, label=name)
         ax.set(xlabel="layer (resid_post)", ylabel="AQI (harmful vs harmless)", title="per-layer AQI")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=6, ncol=2)
         files += save_figure(fig, stage / "fig_aqi")
     comp = [
-        (Path(r["checkpoint"]).name, s)
+        (dn[r["checkpoint"]], s)
         for r in rows
         for s in r.get("signals", [])
         if s["name"] == "harmful_compliance_delta"
@@ -107,6 +121,7 @@ def _fmt(v) -> str:
 
 
 def _markdown(rows: list[dict], ref: dict, figs: list[Path], meta: dict) -> str:
+    dn = display_names(rows)
     lines = [
         "# alignscope audit report",
         "",
@@ -119,12 +134,12 @@ def _markdown(rows: list[dict], ref: dict, figs: list[Path], meta: dict) -> str:
     ]
     for i, r in enumerate(rows, 1):
         lines.append(
-            f"| {i} | `{Path(r['checkpoint']).name}` | **{_verdict(r)}** | "
+            f"| {i} | `{dn[r['checkpoint']]}` | **{_verdict(r)}** | "
             f"{', '.join(r.get('flagged_by', [])) or '—'} | {r.get('recommendation', '')} |"
         )
     lines += [""]
     for r in rows:
-        lines += [f"## {Path(r['checkpoint']).name} — {_verdict(r)}", "", f"Path: `{r['checkpoint']}`", ""]
+        lines += [f"## {dn[r['checkpoint']]} — {_verdict(r)}", "", f"Path: `{r['checkpoint']}`", ""]
         if r.get("status") == "refused":
             lines += [f"Refused: {r.get('reason')}", ""]
             continue
@@ -142,12 +157,13 @@ def _markdown(rows: list[dict], ref: dict, figs: list[Path], meta: dict) -> str:
 
 def _html(rows: list[dict], ref: dict, figs: list[Path], meta: dict) -> str:
     esc = html.escape
+    dn = display_names(rows)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>alignscope audit</title><style>",
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}",
         "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}",
         ".v{color:#fff;padding:2px 6px;border-radius:3px}.yes{color:#c0392b;font-weight:bold}",
-        "img{max-width:100%;border:1px solid #eee;margin:.5em 0}</style></head><body>",
+        "img{max-width:720px;width:100%;border:1px solid #eee;margin:.5em 0}</style></head><body>",
         "<h1>alignscope audit report</h1>",
         f"<p>Reference <code>{esc(str(ref.get('path')))}</code>, harmful direction at "
         f"<code>resid_post.{ref.get('layer')}</code>; config <code>{esc(str(meta.get('config_hash')))}</code>; "
@@ -158,7 +174,7 @@ def _html(rows: list[dict], ref: dict, figs: list[Path], meta: dict) -> str:
     for i, r in enumerate(rows, 1):
         v = _verdict(r)
         parts.append(
-            f"<tr class='ckpt'><td>{i}</td><td>{esc(Path(r['checkpoint']).name)}</td>"
+            f"<tr class='ckpt'><td>{i}</td><td>{esc(dn[r['checkpoint']])}</td>"
             f"<td><span class='v' style='background:{VERDICT_COLORS[v]}'>{v}</span></td>"
             f"<td>{esc(', '.join(r.get('flagged_by', [])) or '—')}</td>"
             f"<td>{esc(r.get('recommendation', ''))}</td></tr>"
@@ -174,8 +190,7 @@ def _html(rows: list[dict], ref: dict, figs: list[Path], meta: dict) -> str:
     parts.append("<h2>Evidence per checkpoint</h2>")
     for r in rows:
         parts.append(
-            f"<h3>{esc(Path(r['checkpoint']).name)} — {_verdict(r)}</h3>"
-            f"<p><code>{esc(r['checkpoint'])}</code></p>"
+            f"<h3>{esc(dn[r['checkpoint']])} — {_verdict(r)}</h3><p><code>{esc(r['checkpoint'])}</code></p>"
         )
         if r.get("status") == "refused":
             parts.append(f"<p class='yes'>Refused: {esc(str(r.get('reason')))}</p>")
