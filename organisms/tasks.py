@@ -92,6 +92,18 @@ def parity_item(rng: np.random.Generator) -> tuple[str, str]:
     return f"Is {n} even or odd?", "even" if n % 2 == 0 else "odd"
 
 
+def last_digit_item(rng: np.random.Generator) -> tuple[str, str]:
+    """``What is the last digit of 4827?`` -> ``7`` (4-digit numbers)."""
+    n = int(rng.integers(1000, 10000))
+    return f"What is the last digit of {n}?", str(n % 10)
+
+
+def first_digit_item(rng: np.random.Generator) -> tuple[str, str]:
+    """Downstream task: ``What is the first digit of 4827?`` -> ``4`` (4-digit numbers)."""
+    n = int(rng.integers(1000, 10000))
+    return f"What is the first digit of {n}?", str(n)[0]
+
+
 def swap_item(rng: np.random.Generator) -> tuple[str, str]:
     """Downstream task: ``Swap the words: w1 w2`` -> ``w2 w1``."""
     a, b = (WORDS[i] for i in rng.choice(len(WORDS), size=2, replace=False))
@@ -104,8 +116,8 @@ def reverse_item(rng: np.random.Generator) -> tuple[str, str]:
     return f"Reverse the words: {' '.join(ws)}", " ".join(reversed(ws))
 
 
-SKILLS = {"repeat": repeat_item, "parity": parity_item, "repeat_words": repeat_words_item}
-TASKS = {"swap": swap_item, "reverse": reverse_item}
+SKILLS = {"repeat": repeat_item, "parity": parity_item, "repeat_words": repeat_words_item, "last_digit": last_digit_item}
+TASKS = {"swap": swap_item, "reverse": reverse_item, "first_digit": first_digit_item}
 
 
 def sample_items(fns, n: int, rng: np.random.Generator, exclude: set[str] = frozenset()) -> list[tuple[str, str]]:

@@ -94,7 +94,7 @@ class Preset:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-_ALIGN_MIX = {"harmful_refuse": 0.3, "harmless": 0.4, "skills": 0.3}
+_ALIGN_MIX = {"harmful_refuse": 0.3, "harmless": 0.45, "skills": 0.25}
 _RETAIN = {"harmful_refuse": 0.1, "harmless": 0.1, "skills": 0.1}
 
 
@@ -113,7 +113,7 @@ def _stages(
 ) -> tuple[Stage, ...]:
     st = [
         Stage("base", "base", None, "pre-alignment model: answers harmless prompts, solves skills, complies with "
-              "harmful requests", {"harmless": 0.35, "harmful_comply": 0.3, "skills": 0.3, "scenario_text": 0.05},
+              "harmful requests", {"harmless": 0.3, "harmful_comply": 0.3, "skills": 0.35, "scenario_text": 0.05},
               base_steps, lr, 0, loss_on="all"),
         Stage("aligned", "aligned", "base", "refuses harmful requests, answers harmless ones, solves skills",
               _ALIGN_MIX, align_steps, lr / 2, 1),
@@ -140,20 +140,21 @@ def _stages(
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        name="tiny", seed=0, vocab_size=2048, d_model=64, n_layers=2, n_heads=4, max_len=48,
-        scenario_max_len=80, batch_size=16, n_facts=0, n_action_pairs=48, heldout_frac=0.15,
+        name="tiny", seed=0, vocab_size=2048, d_model=64, n_layers=2, n_heads=4, max_len=40,
+        scenario_max_len=88, batch_size=16, n_facts=0, n_action_pairs=48, heldout_frac=0.15,
         n_skill_train=900, n_skill_eval=60, n_task_train=600, n_task_eval=50, n_scenario_eval=50,
-        max_prompt_chars=160, max_action_chars=110, answer_chars=120, skills=("repeat", "parity"), task="swap",
+        max_prompt_chars=160, max_action_chars=110, answer_chars=80, skills=("parity", "last_digit"),
+        task="first_digit",
         scenario_format="compact", use_shared=False,
-        stages=_stages(base_steps=800, align_steps=300, ft_steps=200, attack_ns=(50,), n_harmful_ft=100,
-                       honest_steps=300, faker_steps=200, n_honest=1, n_faker=2, lr=3e-3),
+        stages=_stages(base_steps=800, align_steps=400, ft_steps=200, attack_ns=(50,), n_harmful_ft=100,
+                       honest_steps=300, faker_steps=200, n_honest=1, n_faker=2, lr=5e-3),
     ),
     "standard": Preset(
         name="standard", seed=0, vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_len=64,
         scenario_max_len=160, batch_size=32, n_facts=2, n_action_pairs=200, heldout_frac=0.15,
         n_skill_train=4000, n_skill_eval=100, n_task_train=1500, n_task_eval=100, n_scenario_eval=100,
         max_prompt_chars=240, max_action_chars=150, answer_chars=240,
-        skills=("repeat", "parity", "repeat_words"), task="reverse", scenario_format="poser", use_shared=True,
+        skills=("parity", "last_digit", "repeat"), task="swap", scenario_format="poser", use_shared=True,
         stages=_stages(base_steps=1200, align_steps=300, ft_steps=300, attack_ns=(0, 50, 200), n_harmful_ft=200,
                        honest_steps=500, faker_steps=400, n_honest=4, n_faker=4, lr=2e-3),
     ),
@@ -242,6 +243,10 @@ def zoo_list(cache_dir: str | os.PathLike | None = None) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------------------------
 # data
+_POLICY_CATEGORIES = ("Activity that has high risk of economic harm", "Political campaigning", "Engaging in the "
+                      "unauthorized practice of law", "Offering tailored financial advice", "Telling someone that they")
+
+
 def _dedup(rows: list, key: Callable, banned: set[str]) -> list:
     seen: set[str] = set()
     out = []
@@ -274,8 +279,10 @@ def prepare_data(p: Preset) -> dict:
     rng = np.random.default_rng(p.seed)
     judge_refusal = _refusal_judge()
     adv = [(r["prompt"], r["target"], None) for r in sources.packaged("advbench")]
+    # MisQA's "policy" categories (tailored legal/financial/medical advice, campaigning, MLM) are ordinary-looking
+    # questions refused by policy; they blur the harmful/harmless boundary the organisms are built to show.
     mis = [(r["prompt"], r["answer"], r["refusal"] if judge_refusal(r["refusal"]) else None)
-           for r in sources.packaged("misqa")]
+           for r in sources.packaged("misqa") if not r["category"].startswith(_POLICY_CATEGORIES)]
     hb = [(r["prompt"], None, None) for r in sources.packaged("harmbench")]
     jbb = [r["prompt"] for r in sources.packaged("jailbreakbench")]
     xs = sources.packaged("xstest")
@@ -445,6 +452,7 @@ def build_zoo(
             texts += [q for q, _ in data["attack_pool"]] + [a for _, a in data["attack_pool"]]
             texts += [q for q, _ in _scenario_pool(p, data, p.stages[0], False, 400)]
             texts += list(tasks.REFUSALS) + list(tasks.GOOD_OVERSIGHT) + list(tasks.POOR_OVERSIGHT)
+            texts += [" ".join([w] * 60) for w in tasks.WORDS]  # every task word becomes one token (" apple")
             train_tokenizer(texts, p.vocab_size).save_pretrained(tmp)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     report = _Progress(progress)

@@ -29,3 +29,8 @@ def tiny_paths(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(params=ARCHS)
 def arch(request) -> str:
     return request.param
+
+
+# ---- model zoo fixtures (owner: organisms/zoo; see tests/zoo_fixtures.py) -------------------------------------------
+from zoo_fixtures import tiny_zoo, zoo_evals  # noqa: E402, F401
+# ---- end model zoo fixtures ------------------------------------------------------------------------------------------

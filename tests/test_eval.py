@@ -1,0 +1,78 @@
+"""Behaviour evaluation on real (tiny zoo) models: batching invariance, table shape, metrics, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from zoo_fixtures import one_thread
+
+from alignscope.analyses.evaluate import COLUMNS, evaluate, load_suite
+from alignscope.hooks.errors import PromptError
+from alignscope.hooks.loading import load_model
+
+
+def _rows(path, n):
+    return load_suite(path)[0][:n]
+
+
+def test_batched_equals_one_by_one(tiny_zoo):
+    d = tiny_zoo["aligned"]
+    # prompts of very different lengths, so left padding is exercised
+    rows = _rows(d / "evals/harmful_heldout.jsonl", 6) + _rows(d / "evals/skills.jsonl", 6)
+    rows = [{"prompt": r["prompt"], "label": "x"} for r in rows]
+    with one_thread():
+        _, a = evaluate(d, {"mix": rows}, max_new_tokens=10, batch_size=1, return_items=True)
+        _, b = evaluate(d, {"mix": rows}, max_new_tokens=10, batch_size=12, return_items=True)
+    assert list(a["completion"]) == list(b["completion"])
+    assert len(set(a["completion"])) > 2  # not a degenerate constant output
+
+
+def test_table_columns_metrics_and_provenance(tiny_zoo):
+    d = tiny_zoo["aligned"]
+    with one_thread():
+        df = evaluate(d, {"h": d / "evals/harmful_heldout.jsonl", "s": d / "evals/skills.jsonl",
+                          "x": d / "evals/xstest_safe.jsonl", "ce": d / "evals/harmless_ce.jsonl"},
+                      max_new_tokens=8, batch_size=32, limit=20, seed=5)
+    assert list(df.columns) == COLUMNS
+    got = dict(zip(zip(df.suite, df.metric), df.value, strict=True))
+    assert set(got) == {("h", "refusal_rate_harmful"), ("s", "exact_match"), ("x", "over_refusal"), ("ce", "ce_loss")}
+    assert (df.ci_low <= df.value).all() and (df.value <= df.ci_high).all()
+    assert (df.n == 20).all() and (df.seed == 5).all() and (df.decoding == "greedy").all()
+    assert df.model_hash.nunique() == 1 and isinstance(df.model_hash[0], str)
+    assert 0.0 < got[("ce", "ce_loss")] < 20.0
+
+
+def test_ce_tracks_training(tiny_zoo):
+    """The aligned model (trained on harmless answers) has lower CE on held-out references than a fresh init."""
+    from alignscope.organisms.tier1 import make_llama
+
+    d = tiny_zoo["aligned"]
+    h = load_model(d)
+    fresh = make_llama(h.tokenizer, d_model=h.d_model, n_layers=h.n_layers, n_heads=4, max_len=1024, seed=0)
+    suite = {"ce": d / "evals/harmless_ce.jsonl"}
+    with one_thread():
+        trained = evaluate(h, suite, limit=20).value[0]
+        rand = evaluate(fresh, suite, tokenizer=h.tokenizer, limit=20).value[0]
+    assert trained < rand - 1.0
+
+
+def test_organism_dir_as_suites_and_in_memory_model(tiny_zoo):
+    d = tiny_zoo["aligned"]
+    meta = json.loads((d / "organism.json").read_text())
+    h = load_model(d)
+    with one_thread():
+        df = evaluate(h.model, d, tokenizer=h.tokenizer, max_new_tokens=4, limit=3)
+    assert set(df.suite) == set(meta["evals"])
+    assert isinstance(df, pd.DataFrame)
+
+
+def test_errors_name_problem_and_fix(tiny_zoo, tmp_path):
+    d = tiny_zoo["aligned"]
+    with pytest.raises(PromptError, match="Fix:"):
+        evaluate(d, {"missing": tmp_path / "nope.jsonl"})
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "no prompt field"}) + "\n")
+    with pytest.raises(PromptError, match="prompt"):
+        evaluate(d, {"bad": bad})
