@@ -1,0 +1,137 @@
+"""Benchmark: restoration step wall time and passes per step vs the straightforward reference procedure.
+
+Reference (papers.md P1 written out literally, as the authors' code runs it): every gradient batch runs the full
+model with ``output_hidden_states=True`` (all blocks, final norm and LM head), gradients live in ``.grad`` of every
+parameter, and the threshold is ``torch.topk`` over ``torch.cat`` of the candidate gradients.
+alignscope (:func:`alignscope.interventions.restore`): the forward pass stops after block ``layer_end - 1`` (the
+paper's truncated model), only eligible parameters require grad, gradients are kept in private buffers.
+Both select the same entries (tested in ``tests/test_restoration.py``).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_restoration.py            # 12-layer d=256 random Llama, 5 steps
+    .venv/bin/python benchmarks/bench_restoration.py --quick    # 6-layer d=128, 2 steps
+
+Writes ``benchmarks/results/restoration.json`` atomically (wall seconds per step, passes per step, the ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from alignscope.hooks import load_model
+from alignscope.hooks.io import atomic_write_json
+from alignscope.interventions.restoration import default_layer_end, eligible_names, restore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+HARM = [f"Tell me how to do harmful thing number {i} without getting caught." for i in range(32)]
+TASK = [f"Reverse the words of sentence number {i} please." for i in range(16)]
+
+
+def build(root: Path, n_layers: int, d: int) -> tuple[Path, Path]:
+    from tiny_models import make_config, make_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    cfg = make_config("llama", len(tok), n_layers=n_layers, d=d)
+    m = AutoModelForCausalLM.from_config(cfg)
+    m.save_pretrained(root / "a")
+    tok.save_pretrained(root / "a")
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for p in m.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+    m.save_pretrained(root / "f")
+    tok.save_pretrained(root / "f")
+    return root / "a", root / "f"
+
+
+def reference(a_dir: Path, f_dir: Path, steps: int, rate: float, bs: int) -> dict:
+    A, W = load_model(a_dir), load_model(f_dir)
+    L = W.n_layers
+    le = default_layer_end(L)
+    names = eligible_names(W, le)
+    params = dict(W.model.named_parameters())
+    ap = dict(A.model.named_parameters())
+    k = math.ceil(sum(params[n].numel() for n in names) * rate)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        hs = [A.model(**A.encode(HARM[i : i + bs]), output_hidden_states=True).hidden_states[le][:, -1]
+              for i in range(0, len(HARM), bs)]  # fmt: skip
+        t = torch.cat(hs).mean(0)
+    t_target = time.perf_counter() - t0
+    per_step, passes = [], 0
+    for _ in range(steps):
+        t1 = time.perf_counter()
+        for i in range(0, len(HARM), bs):
+            h = W.model(**W.encode(HARM[i : i + bs]), output_hidden_states=True).hidden_states[le][:, -1]
+            (-torch.nn.functional.cosine_similarity(h.mean(0), t, dim=0)).backward()
+            passes += 1
+        sel = {n: ((params[n].data - ap[n].data).sign() == params[n].grad.sign())
+               & (params[n].data != ap[n].data) & (params[n].grad != 0) for n in names}  # fmt: skip
+        g = torch.cat([params[n].grad[sel[n]].abs().flatten() for n in names])
+        tau = torch.topk(g, min(k, g.numel())).values[-1]
+        with torch.no_grad():
+            for n in names:
+                m = sel[n] & (params[n].grad.abs() > tau)
+                params[n].data[m] = ap[n].data[m]
+        per_step.append(time.perf_counter() - t1)
+    return {"target_s": t_target, "step_s": per_step, "passes_per_step": passes / steps,
+            "blocks_per_pass": L, "lm_head_per_pass": True}  # fmt: skip
+
+
+def ours(a_dir: Path, f_dir: Path, steps: int, rate: float, bs: int, out: Path) -> dict:
+    r = restore(a_dir, f_dir, HARM, TASK, task_metric=None, out=out, recovery_rate=rate, steps=steps,
+                batch_size=bs, recovery_size=None)  # fmt: skip
+    recs = [x for x in r.log if x.get("event") in ("start", "step")]
+    ts = [b["t"] - a["t"] for a, b in zip(recs, recs[1:], strict=False)]
+    le = r.report["hyperparameters"]["layer_end"]
+    return {"step_s": ts, "passes_per_step": r.report["passes"]["forward"] / steps, "blocks_per_pass": le,
+            "lm_head_per_pass": False, "wall_total_s": r.report["wall_s"]}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    n_layers, d, steps = (6, 128, 2) if args.quick else (12, 256, 5)
+    rate, bs = 0.002, 8
+    with tempfile.TemporaryDirectory() as tmp:
+        a, f = build(Path(tmp), n_layers, d)
+        ref = reference(a, f, steps, rate, bs)
+        our = ours(a, f, steps, rate, bs, Path(tmp) / "out")
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    res = {
+        "model": {"arch": "llama (random init)", "n_layers": n_layers, "d_model": d},
+        "steps": steps, "recovery_rate": rate, "batch_size": bs, "n_harmful": len(HARM),
+        "reference": ref, "alignscope": our,
+        "median_step_s": {"reference": med(ref["step_s"]), "alignscope": med(our["step_s"])},
+        "speedup_per_step": med(ref["step_s"]) / med(our["step_s"]),
+        "threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
+        "machine": platform.machine(),
+        "note": "alignscope's step includes computing the per-step log (fraction restored) and the bit-mask "
+        "snapshot; the reference does only the selection.",
+    }  # fmt: skip
+    out = Path(__file__).parent / "results" / ("restoration_quick.json" if args.quick else "restoration.json")
+    atomic_write_json(out, res)
+    print(
+        f"median step: reference {res['median_step_s']['reference']:.3f}s, alignscope "
+        f"{res['median_step_s']['alignscope']:.3f}s (x{res['speedup_per_step']:.2f}); passes/step "
+        f"{ref['passes_per_step']:.0f} x {n_layers} blocks + head vs {our['passes_per_step']:.0f} x "
+        f"{our['blocks_per_pass']} blocks -> {out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

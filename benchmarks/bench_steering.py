@@ -1,0 +1,129 @@
+"""Benchmark: steering overhead during ``generate`` and a K-strength sweep batched vs K separate runs.
+
+1. Plain greedy ``generate`` vs the same under ``steer`` (one layer, all positions): ratio of median wall times
+   (target: within 2%, never over 5%).
+2. A K = 8 strength sweep: one batched pass (each prompt repeated K times, per-row ``alpha`` tensor) vs K runs of
+   the unbatched batch; also checks that the completions are identical.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_steering.py [--model DIR] [--quick]
+
+Default model: a random 6-layer d=256 Llama (``--model`` takes any checkpoint or zoo name, e.g. the tiny zoo's
+``aligned``). Writes ``benchmarks/results/steering.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from alignscope.hooks import load_model
+from alignscope.hooks.io import atomic_write_json
+from alignscope.interventions import steer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+PROMPTS = [f"Write a short note about topic number {i}." for i in range(8)]
+
+
+def _gen(h, prompts, n_new):
+    enc = h.encode(prompts)
+    with torch.no_grad():
+        out = h.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                               max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                               pad_token_id=h.pad_id)  # fmt: skip
+    return out[:, enc["input_ids"].shape[1] :]
+
+
+def _time(fn, reps):
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return ts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    reps, n_new = (5, 16) if args.quick else (15, 32)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model is None:
+            from tiny_models import make_config, make_tokenizer
+            from transformers import AutoModelForCausalLM
+
+            tok = make_tokenizer()
+            torch.manual_seed(0)
+            m = AutoModelForCausalLM.from_config(make_config("llama", len(tok), n_layers=6, d=256))
+            m.save_pretrained(Path(tmp) / "m")
+            tok.save_pretrained(Path(tmp) / "m")
+            h = load_model(Path(tmp) / "m")
+        else:
+            h = load_model(args.model)
+    v = torch.randn(h.d_model, generator=torch.Generator().manual_seed(0))
+    layer = h.n_layers // 2
+    _gen(h, PROMPTS, 4)  # warm-up
+
+    def steered():
+        with steer(h, v, 0.5, layers=[layer]):
+            _gen(h, PROMPTS, n_new)
+
+    # interleave the two to share CPU noise
+    plain_t, steer_t = [], []
+    for _ in range(reps):
+        plain_t += _time(lambda: _gen(h, PROMPTS, n_new), 1)
+        steer_t += _time(steered, 1)
+    ratio = statistics.median(steer_t) / statistics.median(plain_t)
+
+    K = 8
+    strengths = [float(s) for s in torch.linspace(-4, 4, K)]
+    P = PROMPTS[:4]
+
+    def batched():
+        alpha = torch.tensor([s for s in strengths for _ in P])
+        with steer(h, v, alpha, layers=[layer]):
+            return _gen(h, [p for _ in strengths for p in P], n_new)
+
+    def separate():
+        outs = []
+        for s in strengths:
+            with steer(h, v, s, layers=[layer]):
+                outs.append(_gen(h, P, n_new))
+        return torch.cat(outs)
+
+    same = torch.equal(batched(), separate())
+    sweep_reps = max(2, reps // 3)
+    b_t = _time(batched, sweep_reps)
+    s_t = _time(separate, sweep_reps)
+    res = {
+        "model": args.model or "random llama 6 x 256",
+        "n_prompts": len(PROMPTS), "max_new_tokens": n_new, "reps": reps, "threads": args.threads,
+        "generate_plain_s": statistics.median(plain_t), "generate_steered_s": statistics.median(steer_t),
+        "steer_overhead_ratio": ratio,
+        "sweep": {"K": K, "prompts": len(P), "batched_s": statistics.median(b_t),
+                  "separate_s": statistics.median(s_t),
+                  "speedup": statistics.median(s_t) / statistics.median(b_t), "identical_completions": same},
+        "torch": torch.__version__, "python": platform.python_version(),
+    }  # fmt: skip
+    out = Path(__file__).parent / "results" / ("steering_quick.json" if args.quick else "steering.json")
+    atomic_write_json(out, res)
+    print(
+        f"steer/plain generate = {ratio:.3f}; K={K} sweep batched {res['sweep']['batched_s']:.2f}s vs separate "
+        f"{res['sweep']['separate_s']:.2f}s (x{res['sweep']['speedup']:.2f}), identical={same} -> {out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
