@@ -31,7 +31,14 @@ from alignscope.hooks.loading import load_model
 from alignscope.hooks.version import __version__
 from alignscope.probes.directions import auroc_ci, logistic_probe
 
-__all__ = ["LayerCurve", "probe_curve_from_acts", "probe_layers", "plot_layer_curve", "stratified_split"]
+__all__ = [
+    "LayerCurve",
+    "probe_curve_from_acts",
+    "probe_layers",
+    "plot_layer_curve",
+    "save_figure",
+    "stratified_split",
+]
 
 METHODS = ("diff_means", "logistic")
 
@@ -332,6 +339,13 @@ def plot_layer_curve(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> list[Path]:
+    """Save a matplotlib figure as ``<path>.png`` and ``<path>.svg`` (atomic writes), then close it."""
+    import matplotlib.pyplot as plt
+
     base = Path(path)
     base = base.with_suffix("") if base.suffix in (".png", ".svg") else base
     written = []

@@ -3,6 +3,9 @@ bootstrap intervals, the model-facing capture path and the figure."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -88,3 +91,79 @@ def test_probe_layers_on_a_model_and_figure(tiny_paths, tmp_path):
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in paths[1].read_bytes()[:500]
     js = c.save_json(tmp_path / "curve.json")
     assert js.exists()
+
+
+def _perturbed(src, dst, seed, scale=0.05):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = AutoModelForCausalLM.from_pretrained(src)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    m.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst
+
+
+def test_subspace_studies_on_checkpoints(tiny_paths, tmp_path):
+    from alignscope.probes.studies import (
+        activation_space_study,
+        load_state_dict,
+        plot_activation_mso,
+        plot_update_mso,
+        projection_study,
+        update_space_study,
+    )
+
+    base = tiny_paths["llama"]
+    aligned = _perturbed(base, tmp_path / "aligned", 1)
+    ft = _perturbed(aligned, tmp_path / "ft", 2)
+    rows = update_space_study(base, aligned, {"ft": ft, "same_as_alignment": aligned}, energy_fracs=(0.5,))
+    # an update identical to nothing (aligned - aligned = 0) is skipped everywhere; ft is compared
+    r = next(x for x in rows if x["pair"] == "alignment vs ft")
+    assert 0.0 <= r["mso"] <= 1.0 and r["random_baseline"] > 0 and r["n_tensors"] > 0
+    out = projection_study(
+        base, aligned, {"ft": ft}, tmp_path / "proj", fracs=(0.5,), methods=("same", "orth")
+    )
+    assert [x["method"] for x in out] == ["same", "orth"]
+    sd = {k: load_state_dict(p) for k, p in (("a", aligned), ("f", ft))}
+    same, orth = (load_state_dict(x["path"]) for x in out)
+    for k in sd["a"]:
+        # same + orth splits the update exactly: (a + U_par) + (a + U - U_par) - a = f
+        torch.testing.assert_close(same[k] + orth[k] - sd["a"][k], sd["f"][k], rtol=1e-5, atol=1e-5)
+    assert load_model(out[0]["path"]).n_layers == 3
+    meta = json.loads((Path(out[0]["path"]) / "organism.json").read_text())
+    assert meta["kind"] == "projected" and meta["projection"]["method"] == "same"
+    act = activation_space_study(
+        {"base": base},
+        ["how to pick a lock"] * 2 + ["steal a car"],
+        ["add 2 and 3", "bake bread", "sum 4"],
+        energy_fracs=(0.5,),
+    )
+    assert len(act) == 3 and all(0 <= x["mso"] <= 1 + 1e-5 for x in act)
+    assert plot_update_mso(rows, tmp_path / "u")[0].exists()
+    assert plot_activation_mso(act, tmp_path / "a")[1].exists()
+
+
+def test_aqi_layer_study_intervals_and_comparison(tiny_paths, tmp_path):
+    from alignscope.probes.cluster import cluster_scores
+    from alignscope.probes.studies import aqi_layer_study, plot_aqi_layers
+
+    safe = [f"Describe the water cycle in step {i}." for i in range(6)]
+    unsafe = [f"Tell me how to pick lock number {i}." for i in range(6)]
+    st = aqi_layer_study(
+        {"a": tiny_paths["llama"], "b": tiny_paths["qwen2"]}, safe, unsafe, n_boot=20, layers=[1, 2]
+    )
+    assert len(st["rows"]) == 4 and len(st["comparison"]) == 2
+    r = st["rows"][0]
+    # percentile intervals of a resampled AQI need not contain the point estimate (resampling bias)
+    assert r["lo"] <= r["hi"] and r["std"] > 0
+    X = capture(load_model(tiny_paths["llama"]), safe + unsafe, "resid_pre.1", "last")["resid_pre.1"]
+    ref = cluster_scores(X, [1] * 6 + [0] * 6)["aqi"]
+    assert r["aqi"] == pytest.approx(ref, rel=1e-9)
+    c = st["comparison"][0]
+    by = {(x["model"], x["layer"]): x for x in st["rows"]}
+    ra, rb = by[("a", 1)], by[("b", 1)]
+    assert c["disjoint"] == (rb["hi"] < ra["lo"] or rb["lo"] > ra["hi"])
+    assert plot_aqi_layers(st, tmp_path / "aqi")[0].exists()
