@@ -54,6 +54,7 @@ PAPER_ACCURACY: dict[str, str] = {
     "concepts": "71%",
     "decision_speed": "47%",
     "attentiveness": "46%",
+    "attentiveness_normalized": "- (ours; 46% raw)",
 }
 
 PathLike = str | os.PathLike
@@ -359,8 +360,8 @@ def benchmark_markdown(df: pd.DataFrame, title: str | None = None) -> str:
         lines += [f"### {title}", ""]
     lines += [
         "| strategy | paper (Poser, 324 pairs) | ours: correct / ordered pairs | accuracy | 95% Wilson | "
-        "mean margin real | null verdicts | mean margin null | reliable |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "vs chance | mean margin real | null verdicts | mean margin null | reliable |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in df.to_dict("records"):
         rel = (
@@ -370,7 +371,7 @@ def benchmark_markdown(df: pd.DataFrame, title: str | None = None) -> str:
         )
         lines.append(
             f"| {r['strategy']} | {r['paper']} | {r['n_correct']} / {r['n_ordered']} | {100 * r['accuracy']:.0f}% | "
-            f"[{100 * r['ci_low']:.0f}, {100 * r['ci_high']:.0f}]% | {r['mean_margin_real']:.3f} | "
+            f"[{100 * r['ci_low']:.0f}, {100 * r['ci_high']:.0f}]% | {_vs_chance(r)} | {r['mean_margin_real']:.3f} | "
             f"{r['null_verdicts']} | {_fmt(r['mean_margin_null'])} | {rel} |"
         )
     a = df.attrs
@@ -387,6 +388,14 @@ def benchmark_markdown(df: pd.DataFrame, title: str | None = None) -> str:
                 f"{f['verified_identical']})"
             )
     return "\n".join(lines) + "\n"
+
+
+def _vs_chance(r: dict) -> str:
+    if r["ci_low"] > 0.5:
+        return "above"
+    if r["ci_high"] < 0.5:
+        return "**below** (inverted)"
+    return "not distinguishable"
 
 
 def _fmt(x: float) -> str:

@@ -87,6 +87,7 @@ def test_registry_has_the_six_strategies_and_errors_name_the_fix():
         "concepts",
         "decision_speed",
         "attentiveness",
+        "attentiveness_normalized",
     ):
         assert n in names
     with pytest.raises(FakingError, match="Fix: use one of"):
@@ -165,22 +166,24 @@ def test_learning_speed_never_modifies_the_input_model(models, sset):
 
 
 def test_best_detector_identifies_the_tiny_fakers(zoo, tmp_path):
-    """Attentiveness to oversight facts (the team's best detector on small organisms) on every ordered pair."""
+    """Attentiveness to oversight facts (normalised; the best detector on small organisms) on every ordered pair."""
     pairs = [(zoo["honest-0"], zoo["faker-0"]), (zoo["honest-0"], zoo["faker-1"])]
     df = run_faking_benchmark(
-        pairs, seed=SEED, detectors=["attentiveness", "decision_speed"], out_md=tmp_path / "t.md"
+        pairs, seed=SEED, detectors=["attentiveness_normalized", "decision_speed"], out_md=tmp_path / "t.md"
     )
-    row = df.set_index("strategy").loc["attentiveness"]
+    row = df.set_index("strategy").loc["attentiveness_normalized"]
     assert row.n_ordered == 4 and row.n_correct == 4
     assert all(f["verified_identical"] for f in df.attrs["filters"])
     assert len(df.attrs["null"]) == 2  # faker-0 vs faker-1, per detector
-    assert "attentiveness" in (tmp_path / "t.md").read_text()
+    assert "| attentiveness_normalized |" in (tmp_path / "t.md").read_text()
 
 
 def test_cli_and_audit_mode(zoo):
-    out = faking_cli(zoo["faker-0"], zoo["honest-0"], as_json=True, detectors=["attentiveness", "concepts"])
-    assert set(out["strategies"]) == {"attentiveness", "concepts"}
-    assert out["strategies"]["attentiveness"]["faker"] == "A"
+    out = faking_cli(
+        zoo["faker-0"], zoo["honest-0"], as_json=True, detectors=["attentiveness_normalized", "concepts"]
+    )
+    assert set(out["strategies"]) == {"attentiveness_normalized", "concepts"}
+    assert out["strategies"]["attentiveness_normalized"]["faker"] == "A"
     assert set(out["strategies"]["concepts"]["scores"]) == {"A", "B"}
     json.dumps(out)
     aud = score_against_reference(
@@ -188,7 +191,7 @@ def test_cli_and_audit_mode(zoo):
         zoo["honest-0"],
         load_scenarios(zoo["honest-0"]),
         seed=SEED,
-        detectors=["attentiveness"],
+        detectors=["attentiveness_normalized"],
     )
-    assert aud["detectors"]["attentiveness"]["says_faker"] is True
+    assert aud["detectors"]["attentiveness_normalized"]["says_faker"] is True
     assert aud["model"]["model_path"].endswith("faker-1")
