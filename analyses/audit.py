@@ -151,8 +151,15 @@ def discover_checkpoints(specs: Sequence[str | os.PathLike], *, allow_symlinks: 
                 continue
             if not p.is_dir():
                 raise AuditError(f"{p} is a file, not a checkpoint directory", "pass directories")
-            inner = [c for c in sorted(p.rglob("config.json")) if len(c.relative_to(p).parts) <= 3]
-            inner_dirs = [c.parent for c in inner if _is_checkpoint(c.parent)]
+            inner = sorted(
+                {
+                    Path(c)
+                    for depth in ("*", "*/*", "*/*/*")
+                    for pat in ("config.json", "adapter_config.json")
+                    for c in glob.glob(str(p / depth / pat))
+                }
+            )  # glob follows symlinked dirs
+            inner_dirs = sorted({c.parent for c in inner if _is_checkpoint(c.parent)})
             if not inner_dirs:
                 raise AuditError(
                     f"{p} holds no checkpoint (no config.json with weights found up to two levels down)",
@@ -215,6 +222,7 @@ class ReferenceSummary:
 
     path: str
     model_hash: str
+    model_type: str
     n_layers: int
     layer: int
     direction: list[float]  # reference diff of means at `layer` (resid_post, last)
@@ -293,6 +301,7 @@ def summarise_reference(reference: str | Path, cfg: AuditConfig) -> ReferenceSum
     return ReferenceSummary(
         path=str(reference),
         model_hash=h.model_hash,
+        model_type=str(h.model.config.model_type),
         n_layers=h.n_layers,
         layer=best,
         direction=d.tolist(),
@@ -364,10 +373,11 @@ def audit_checkpoint(
             "recommendation": "do not load: " + reason.splitlines()[0],
         }
     h = load_model(path, allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code)
-    if h.n_layers != ref.n_layers or h.d_model != len(ref.direction):
+    mt = str(h.model.config.model_type)
+    if mt != ref.model_type or h.n_layers != ref.n_layers or h.d_model != len(ref.direction):
         raise CheckpointError(
-            f"{path} does not match the reference's architecture ({h.n_layers} layers x {h.d_model} vs "
-            f"{ref.n_layers} x {len(ref.direction)})",
+            f"{path} does not match the reference's architecture ({mt}, {h.n_layers} layers x {h.d_model} vs "
+            f"{ref.model_type}, {ref.n_layers} x {len(ref.direction)})",
             "audit each checkpoint against a reference of the same architecture (--reference)",
         )
     signals: list[Signal] = []
