@@ -178,6 +178,215 @@ def demo(
     run_demo(out, full=full)
 
 
+@app.command(help="Audit checkpoints for hidden misalignment against a trusted reference; writes a report.")
+def audit(
+    checkpoints: list[str] = typer.Argument(..., help="checkpoint directories, runs/ folders or globs"),
+    reference: str = typer.Option(
+        ..., "--reference", help="trusted aligned checkpoint (directory or zoo name)"
+    ),
+    out: Path = typer.Option(..., "--out", help="output directory (report.html, report.md, results.json)"),
+    fail_on: str | None = typer.Option(
+        None, "--fail-on", help="exit 1 when: any | hidden | behaviour | latent | faking | SIGNAL,..."
+    ),
+    backend: str = typer.Option("local", help="local | ray"),
+    ray_address: str | None = typer.Option(None, help="Ray cluster address (default: a local cluster)"),
+    honest_reference: str | None = typer.Option(None, help="honest model for the faking detectors"),
+    harmful: Path | None = typer.Option(None, help="harmful prompt file (default: the reference's suites)"),
+    harmless: Path | None = typer.Option(None, help="harmless prompt file"),
+    threshold: list[str] = typer.Option(None, "--threshold", help="override: NAME=VALUE (repeatable)"),
+    limit: int = typer.Option(64, help="prompts per behaviour suite"),
+    allow_pickle: bool = typer.Option(False, help="load pickle checkpoints (trusted sources only)"),
+    trust_remote_code: bool = typer.Option(False, help="allow custom modelling code (trusted sources only)"),
+    allow_symlinks: bool = typer.Option(False, help="follow symlinks out of the given directories"),
+) -> None:
+    from alignscope.analyses.audit import DEFAULT_THRESHOLDS, AuditConfig
+    from alignscope.analyses.audit import audit as _audit
+    from alignscope.analyses.audit import fail_on as _fail_on
+    from alignscope.hooks import AlignscopeError
+    from alignscope.hooks.io import read_prompts
+    from alignscope.report import write_audit_report
+
+    th = dict(DEFAULT_THRESHOLDS)
+    for t in threshold or []:
+        name, _, val = t.partition("=")
+        if name not in th:
+            _fail(AlignscopeError(f"unknown threshold {name!r}", f"use one of {sorted(th)}"))
+        th[name] = (th[name][0], float(val))
+    try:
+        cfg = AuditConfig(
+            harmful_prompts=read_prompts(harmful) if harmful else None,
+            harmless_prompts=read_prompts(harmless) if harmless else None,
+            honest_reference=honest_reference,
+            thresholds=th,
+            limit=limit,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            allow_symlinks=allow_symlinks,
+        )
+        res = _audit(
+            checkpoints,
+            reference,
+            out=out,
+            config=cfg,
+            backend=backend,
+            ray_address=ray_address,
+            progress=True,
+            report=write_audit_report,
+        )
+    except AlignscopeError as e:
+        _fail(e)
+    for r in res.rows:
+        verdict = (
+            "refused"
+            if r.get("status") == "refused"
+            else ("HIDDEN" if r.get("hidden") else "FLAGGED" if r["flagged"] else "pass")
+        )
+        console.print(f"{verdict:8s} {r['checkpoint']}  {', '.join(r.get('flagged_by', []))}")
+    print(f"report: {(out / 'report.html').resolve()}")
+    if _fail_on(res, fail_on):
+        raise typer.Exit(code=1)
+
+
+@app.command(help="Find a refusal/harmful direction (diff of means, PCA, probe) with the paper's selection.")
+def directions(
+    model: str = typer.Option(..., "--model", help="checkpoint directory or zoo name"),
+    harmful: Path = typer.Option(..., "--harmful", help="harmful prompt file"),
+    harmless: Path = typer.Option(..., "--harmless", help="harmless prompt file"),
+    out: Path = typer.Option(..., "--out", help="output directory (direction + candidate scores)"),
+    method: str = typer.Option("diff_means", help="diff_means | pca | logistic | mean"),
+    column: str | None = typer.Option(None, help="prompt column for .jsonl/.csv files"),
+    seed: int = typer.Option(0),
+) -> None:
+    from alignscope.hooks import AlignscopeError
+    from alignscope.probes.find import directions_cli
+
+    try:
+        res = directions_cli(model, harmful, harmless, out, method=method, column=column, seed=seed)
+    except AlignscopeError as e:
+        _fail(e)
+    print(
+        json.dumps({k: v for k, v in res.items() if isinstance(v, (str, int, float))}, indent=2, default=str)
+    )
+
+
+@app.command(help="Alignment-faking detectors on a pair of models: which one is the faker?")
+def faking(
+    pair: list[str] = typer.Option(None, "--pair", help="two checkpoints: --pair A --pair B"),
+    pairs: Path | None = typer.Option(None, "--pairs", help="file of pairs (one 'A B' per line)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    seed: int = typer.Option(0),
+    scenarios: Path | None = typer.Option(None, help="scenario suites (default: A's organism evals)"),
+) -> None:
+    from alignscope.analyses.faking_bench import faking_cli
+    from alignscope.hooks import AlignscopeError
+
+    todo: list[tuple[str, str]] = []
+    if pair:
+        if len(pair) != 2:
+            _fail(AlignscopeError("--pair needs exactly two checkpoints", "pass --pair A --pair B"))
+        todo.append((pair[0], pair[1]))
+    if pairs is not None:
+        todo += [tuple(line.split()[:2]) for line in pairs.read_text().splitlines() if line.strip()]
+    if not todo:
+        _fail(AlignscopeError("no pair was given", "pass --pair A --pair B, or --pairs FILE"))
+    try:
+        results = [faking_cli(a, b, as_json, scenarios_from=scenarios, seed=seed) for a, b in todo]
+    except AlignscopeError as e:
+        _fail(e)
+    if as_json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2, default=str))
+    else:
+        print("\n\n".join(results))
+
+
+@app.command(help="Restore alignment lost in fine-tuning by copying back gradient-selected aligned weights.")
+def restore(
+    aligned: str = typer.Option(..., "--aligned", help="the aligned reference checkpoint"),
+    finetuned: str = typer.Option(..., "--finetuned", help="the fine-tuned checkpoint to repair"),
+    task_data: Path = typer.Option(..., "--task-data", help="task prompts (jsonl with prompt [+ expected])"),
+    out: Path = typer.Option(..., "--out", help="restored checkpoint directory (written atomically)"),
+    harmful: Path | None = typer.Option(
+        None, help="harmful recovery prompts (default: shipped AdvBench subset)"
+    ),
+    steps: int = typer.Option(20),
+    rate: float = typer.Option(0.002, help="fraction of parameters restored per step"),
+    metric_drop: float = typer.Option(0.05, help="allowed relative drop of the task metric"),
+) -> None:
+    from alignscope.hooks import AlignscopeError
+    from alignscope.hooks.io import read_prompts
+    from alignscope.interventions.restoration import restore as _restore
+
+    try:
+        if task_data.suffix == ".jsonl":
+            rows = [json.loads(x) for x in task_data.read_text().splitlines() if x.strip()]
+        else:
+            rows = [{"prompt": p} for p in read_prompts(task_data)]
+        harm = read_prompts(harmful) if harmful else _default_harmful()
+        metric = _task_metric(rows) if rows and all("expected" in r for r in rows) else None
+        res = _restore(
+            aligned,
+            finetuned,
+            harm,
+            [r["prompt"] for r in rows],
+            task_metric=metric,
+            out=out,
+            steps=steps,
+            recovery_rate=rate,
+            metric_drop=metric_drop,
+            progress=True,
+        )
+    except AlignscopeError as e:
+        _fail(e)
+    console.print(f"restored checkpoint: {res.out} (step {res.final_step}, mode {res.mode})")
+
+
+def _default_harmful() -> list[str]:
+    from alignscope.organisms.sources import packaged
+
+    return [r["prompt"] for r in packaged("advbench")][:64]
+
+
+def _task_metric(rows: list[dict]):
+    """Exact-match accuracy on the task rows (the eval scorers), as the restoration's task-metric callable."""
+    from alignscope.analyses.evaluate import evaluate
+
+    def metric(handle) -> float:
+        df = evaluate(handle, {"task": rows}, max_new_tokens=16)
+        return float(df.loc[df["metric"] == "exact_match", "value"].iloc[0])
+
+    return metric
+
+
+@app.command(help="Sweep an intervention's strength: harm vs helpfulness, fitted curves, Pareto front.")
+def tradeoff(
+    model: str = typer.Option(..., "--model", help="checkpoint directory or zoo name"),
+    intervention: str = typer.Option(
+        "steer", help="registered intervention (steer, ablate, interpolate, ...)"
+    ),
+    strengths: str = typer.Option("-8,-4,-2,0,2,4,8", help="comma-separated strengths"),
+    out: Path = typer.Option(..., "--out", help="run directory (CSV/Parquet table, fits, figures)"),
+    direction: Path | None = typer.Option(None, help="saved Direction directory (for steer/ablate)"),
+    limit: int | None = typer.Option(None, help="prompts per suite"),
+) -> None:
+    from alignscope.analyses.tradeoff import tradeoff as _tradeoff
+    from alignscope.hooks import AlignscopeError
+
+    kw = {}
+    if direction is not None:
+        from alignscope.probes.direction import Direction
+
+        kw["direction"] = Direction.load(direction)
+    try:
+        df = _tradeoff(
+            model, intervention, [float(x) for x in strengths.split(",")], out=out, limit=limit, **kw
+        )
+    except AlignscopeError as e:
+        _fail(e)
+    cols = [c for c in ("strength", "metric", "value", "ci_low", "ci_high") if c in df.columns]
+    _print_table(df[cols])
+    print(f"run directory: {out}")
+
+
 def main() -> None:
     try:
         app()
