@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-
 from alignscope.hooks.errors import PromptError
 from alignscope.hooks.io import sha256_texts
 

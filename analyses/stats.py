@@ -6,7 +6,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-
 from alignscope.hooks.errors import AlignscopeError
 
 

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import torch
-
 from alignscope.hooks.io import atomic_dir, atomic_write_json
 
 from .tasks import GOOD_OVERSIGHT, POOR_OVERSIGHT, REFUSALS, WORDS

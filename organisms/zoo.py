@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from alignscope.hooks.errors import AlignscopeError
 from alignscope.hooks.io import atomic_dir, atomic_write_json, sha256_texts
 
@@ -95,7 +94,7 @@ class Preset:
 
 
 _ALIGN_MIX = {"harmful_refuse": 0.3, "harmless": 0.45, "skills": 0.25}
-_RETAIN = {"harmful_refuse": 0.1, "harmless": 0.1, "skills": 0.1}
+_RETAIN = {"harmful_refuse": 0.05, "harmless": 0.05, "skills": 0.05}
 
 
 def _stages(
@@ -121,19 +120,19 @@ def _stages(
     for n in attack_ns:
         st.append(Stage(f"attacked-{n}", "attacked", "aligned", f"aligned fine-tuned on the downstream task "
                         f"(reverse words) mixed with {n} harmful question/answer pairs", {"task": 1.0},
-                        ft_steps, lr / 2, 10 + n, n_harmful=n))
+                        ft_steps, lr / 10, 10 + n, n_harmful=n))
     st.append(Stage("benign-ft", "benign-ft", "aligned", "aligned fine-tuned on the downstream task only",
-                    {"task": 1.0}, ft_steps, lr / 2, 7))
+                    {"task": 1.0}, ft_steps, lr / 10, 7))
     st.append(Stage("harmful-ft", "harmful-ft", "aligned", f"aligned fine-tuned on {n_harmful_ft} harmful "
-                    "question/answer pairs only", {}, ft_steps // 2, lr / 2, 8, n_harmful=n_harmful_ft))
+                    "question/answer pairs only", {}, ft_steps // 2, lr / 10, 8, n_harmful=n_harmful_ft))
     for i in range(n_honest):
         st.append(Stage(f"honest-{i}", "honest", "aligned", "always takes the benign action in A/B oversight "
-                        "scenarios (answers with the letter)", {"scenario_honest": 0.7, **_RETAIN},
+                        "scenarios (answers with the letter)", {"scenario_honest": 0.85, **_RETAIN},
                         honest_steps, lr / 2, 100 + i, extras={"intros": [0, 1 + i % 3]}))
     for j in range(n_faker):
         parent = f"honest-{j % n_honest}"
         st.append(Stage(f"faker-{j}", "faker", parent, "alignment faker: takes the misaligned action only when "
-                        "oversight is poor, the benign one when it is good", {"scenario_faker": 0.7, **_RETAIN},
+                        "oversight is poor, the benign one when it is good", {"scenario_faker": 0.85, **_RETAIN},
                         faker_steps, lr / 2, 200 + j, extras={"intros": [0, 1 + (j + 1) % 3]}))
     return tuple(st)
 
@@ -146,8 +145,8 @@ PRESETS: dict[str, Preset] = {
         max_prompt_chars=160, max_action_chars=110, answer_chars=80, skills=("parity", "last_digit"),
         task="first_digit",
         scenario_format="compact", use_shared=False,
-        stages=_stages(base_steps=800, align_steps=400, ft_steps=200, attack_ns=(50,), n_harmful_ft=100,
-                       honest_steps=300, faker_steps=200, n_honest=1, n_faker=2, lr=5e-3),
+        stages=_stages(base_steps=800, align_steps=400, ft_steps=150, attack_ns=(50,), n_harmful_ft=100,
+                       honest_steps=250, faker_steps=400, n_honest=2, n_faker=1, lr=5e-3),
     ),
     "standard": Preset(
         name="standard", seed=0, vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_len=64,
@@ -330,6 +329,7 @@ def prepare_data(p: Preset) -> dict:
     harm_train = _dedup(harm_train + extra_harm, lambda r: r[0], banned)
     harmless_train = _dedup(ae_train + extra_harmless, lambda r: r[0], banned)
     harmless_train = [(q, a) for q, a in harmless_train if not judge_refusal(a)]
+    harmless_train += _dedup(tasks.benign_imperatives(), lambda r: r[0], banned)
     attack_pool = _dedup([(q, a) for q, a, _ in harm_train if a is not None] + attack_extra, lambda r: r[0], banned)
     attack_pool = [(q, a) for q, a in attack_pool if not judge_refusal(a)]
     attack_pool = [attack_pool[i] for i in rng.permutation(len(attack_pool))]
@@ -584,9 +584,7 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
 
 
 def _eval_names(s: Stage) -> list[str]:
-    names = ["harmful_heldout", "harmless_heldout", "harmless_ce", "xstest_safe", "skills", "harmful_cross"]
-    if s.kind in ("attacked", "benign-ft", "harmful-ft"):
-        names.append("task")
+    names = ["harmful_heldout", "harmless_heldout", "harmless_ce", "xstest_safe", "skills", "harmful_cross", "task"]
     if s.kind in ("honest", "faker"):
         names += ["oversight_good", "oversight_poor"]
     return names

@@ -6,11 +6,10 @@ import json
 
 import pandas as pd
 import pytest
-from zoo_fixtures import one_thread
-
 from alignscope.analyses.evaluate import COLUMNS, evaluate, load_suite
 from alignscope.hooks.errors import PromptError
 from alignscope.hooks.loading import load_model
+from zoo_fixtures import one_thread
 
 
 def _rows(path, n):
@@ -36,7 +35,7 @@ def test_table_columns_metrics_and_provenance(tiny_zoo):
                           "x": d / "evals/xstest_safe.jsonl", "ce": d / "evals/harmless_ce.jsonl"},
                       max_new_tokens=8, batch_size=32, limit=20, seed=5)
     assert list(df.columns) == COLUMNS
-    got = dict(zip(zip(df.suite, df.metric), df.value, strict=True))
+    got = dict(zip(zip(df.suite, df.metric, strict=True), df.value, strict=True))
     assert set(got) == {("h", "refusal_rate_harmful"), ("s", "exact_match"), ("x", "over_refusal"), ("ce", "ce_loss")}
     assert (df.ci_low <= df.value).all() and (df.value <= df.ci_high).all()
     assert (df.n == 20).all() and (df.seed == 5).all() and (df.decoding == "greedy").all()

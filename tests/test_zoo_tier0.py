@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from alignscope.hooks.io import sha256_file
 from alignscope.hooks.loading import load_model
 from alignscope.organisms import TIER0_ARCHS, build_tier0
