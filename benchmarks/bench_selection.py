@@ -5,7 +5,10 @@ Models: the tiny zoo ``aligned`` organism when it is built (or ``--organism DIR`
 built into a temp dir. Results go to ``benchmarks/results/selection.json`` (atomic write).
 
 Usage:
-    python benchmarks/bench_selection.py [--organism DIR] [--n-val 16] [--repeats 3] [--threads 1]
+    python benchmarks/bench_selection.py [--organism DIR] [--n-val 16] [--repeats 3] [--threads 1] [--per-prompt-loop]
+
+Two references: the per-candidate loop with batched prompts (``--loop-batch``, default 32) and, with
+``--per-prompt-loop``, one forward pass per candidate per prompt (batch size 1).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-rows", type=int, default=256)
     ap.add_argument("--loop-batch", type=int, default=32)
+    ap.add_argument("--per-prompt-loop", action="store_true", help="also time the loop with batch size 1")
     ap.add_argument("--out", default=str(HERE / "results" / "selection.json"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -82,6 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     lp, tl = timed(
         lambda: score_candidates_loop(h, cands, hv, sv, toks, steer_vectors=steer, batch_size=a.loop_batch)
     )
+    per_prompt = None
+    if a.per_prompt_loop:
+        p1, t1 = timed(
+            lambda: score_candidates_loop(h, cands, hv, sv, toks, steer_vectors=steer, batch_size=1)
+        )
+        per_prompt = {
+            "seconds_median": float(np.median(t1)),
+            "seconds": t1,
+            "forward_passes": p1.n_forward,
+            "speedup_batched_vs_per_prompt": float(np.median(t1) / np.median(tb)),
+            "max_abs_score_difference": max(
+                float(np.abs(getattr(b, k) - getattr(p1, k)).max())
+                for k in ("ablation_refusal", "steering_refusal", "kl")
+            ),
+        }
     diff = max(
         float(np.abs(getattr(b, k) - getattr(lp, k)).max())
         for k in ("ablation_refusal", "steering_refusal", "kl")
@@ -105,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "batched_forward_passes": b.n_forward,
         "loop_forward_passes": lp.n_forward,
         "max_abs_score_difference": diff,
+        "per_prompt_loop": per_prompt,
         "refusal_tokens": toks,
         "dataset_hash_val_harmful": sha256_texts(hv),
         "dataset_hash_val_harmless": sha256_texts(sv),
