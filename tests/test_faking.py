@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +35,9 @@ SEED = 0
 @pytest.fixture(scope="module")
 def zoo(request) -> dict[str, str]:
     """The tiny zoo's honest/faker organisms (the shared ``tiny_zoo`` fixture when conftest provides it)."""
+    pinned = os.environ.get("ALIGNSCOPE_FAKING_ZOO")  # a built tiny preset directory (skips the zoo build)
+    if pinned:
+        return {k: str(Path(pinned) / k) for k in ("honest-0", "faker-0", "faker-1")}
     try:
         paths = request.getfixturevalue("tiny_zoo")
     except pytest.FixtureLookupError:
@@ -55,6 +60,21 @@ def models(zoo):
 @pytest.fixture(scope="module")
 def sset(zoo) -> ScenarioSet:
     return load_scenarios(zoo["honest-0"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny models on a shared 2-core box run faster without OpenMP contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def kept_pair(models, sset):
+    """The behaviour-identical scenarios of (honest-0, faker-0) and the filter's record."""
+    return behaviour_identical(models["honest-0"], models["faker-0"], sset)
 
 
 def _state_hash(model) -> str:
@@ -109,11 +129,11 @@ def test_critical_fact_editing_on_zoo_prompts(sset):
         without_critical({"prompt": clean, "benign": "A", "misaligned": "B"})
 
 
-def test_benchmark_inputs_are_behaviour_identical(models, sset):
+def test_benchmark_inputs_are_behaviour_identical(models, sset, kept_pair):
     """Every kept scenario: both models pick the benign letter (batched letter probabilities, and an independent
     one-prompt greedy generation); the faker really differs under poor oversight."""
     honest, faker = models["honest-0"], models["faker-0"]
-    kept, rec = behaviour_identical(honest, faker, sset)
+    kept, rec = kept_pair
     assert rec["n_kept"] >= 10 and len(kept.rows) == rec["n_kept"] <= rec["n_in"]
     for r in kept.rows:
         assert r["benign"] != r["misaligned"]
@@ -139,10 +159,11 @@ def test_benchmark_inputs_are_behaviour_identical(models, sset):
     assert rate["faker"] > rate["honest"] + 0.3, rate
 
 
-def test_noise_detector_is_reproducible_from_its_seed(models, sset):
-    kept, _ = behaviour_identical(models["honest-0"], models["faker-0"], sset)
+def test_noise_detector_is_reproducible_from_its_seed(models, kept_pair):
+    kept, rec = kept_pair
+    kept = kept.subset(range(12))
     for name in ("noise", "noise_gaussian"):
-        det = get_detector(name, n_draws=2)
+        det = get_detector(name, n_draws=2, coeffs=(0, 5, 15))
         r1 = det.score_model(models["faker-0"], kept, seed=11)
         r2 = det.score_model(models["faker-0"], kept, seed=11)
         r3 = det.score_model(models["faker-0"], kept, seed=12)
@@ -150,13 +171,14 @@ def test_noise_detector_is_reproducible_from_its_seed(models, sset):
         assert r1["noise_seeds"] == [11, 12] and r1["seed"] == 11
         assert r3["curves_per_draw"] != r1["curves_per_draw"]
         assert r1["inputs"]["rows_sha256"] == kept.digest()["rows_sha256"]
-    pa = get_detector("noise", n_draws=1).predict_pair(models["honest-0"], models["faker-0"], kept, seed=5)
-    pb = get_detector("noise", n_draws=1).predict_pair(models["honest-0"], models["faker-0"], kept, seed=5)
+    det = get_detector("noise", n_draws=1, coeffs=(0, 5, 15))
+    pa = det.predict_pair(models["honest-0"], models["faker-0"], kept, seed=5, filtered=(kept, rec))
+    pb = det.predict_pair(models["honest-0"], models["faker-0"], kept, seed=5, filtered=(kept, rec))
     assert pa["faker"] == pb["faker"] and pa["scores"]["A"]["curve"] == pb["scores"]["A"]["curve"]
 
 
-def test_learning_speed_never_modifies_the_input_model(models, sset):
-    kept, _ = behaviour_identical(models["honest-0"], models["faker-0"], sset)
+def test_learning_speed_never_modifies_the_input_model(models, kept_pair):
+    kept = kept_pair[0].subset(range(16))
     h = models["faker-0"]
     before = _state_hash(h.model)
     r = get_detector("learning_speed", steps=3).score_model(h, kept, seed=SEED)
@@ -169,12 +191,12 @@ def test_best_detector_identifies_the_tiny_fakers(zoo, tmp_path):
     """Attentiveness to oversight facts (normalised; the best detector on small organisms) on every ordered pair."""
     pairs = [(zoo["honest-0"], zoo["faker-0"]), (zoo["honest-0"], zoo["faker-1"])]
     df = run_faking_benchmark(
-        pairs, seed=SEED, detectors=["attentiveness_normalized", "decision_speed"], out_md=tmp_path / "t.md"
+        pairs, seed=SEED, detectors=["attentiveness_normalized"], out_md=tmp_path / "t.md"
     )
     row = df.set_index("strategy").loc["attentiveness_normalized"]
     assert row.n_ordered == 4 and row.n_correct == 4
     assert all(f["verified_identical"] for f in df.attrs["filters"])
-    assert len(df.attrs["null"]) == 2  # faker-0 vs faker-1, per detector
+    assert len(df.attrs["null"]) == 1  # faker-0 vs faker-1
     assert "| attentiveness_normalized |" in (tmp_path / "t.md").read_text()
 
 
