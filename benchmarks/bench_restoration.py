@@ -11,8 +11,13 @@ Usage::
 
     .venv/bin/python benchmarks/bench_restoration.py            # 12-layer d=256 random Llama, 5 steps
     .venv/bin/python benchmarks/bench_restoration.py --quick    # 6-layer d=128, 2 steps
+    .venv/bin/python benchmarks/bench_restoration.py --zoo ~/.cache/alignscope/zoo/tiny-<hash> [--n 50]
 
 Writes ``benchmarks/results/restoration.json`` atomically (wall seconds per step, passes per step, the ratio).
+``--zoo`` instead runs restoration and every baseline on the zoo's ``attacked-N`` and writes the comparison table
+(harmful refusal on ``harmful_heldout``, task exact match, over-refusal on ``xstest_safe``; best configuration of
+each method at matched task accuracy >= 95% of the attacked model's) to ``benchmarks/results/restoration_zoo_<N>.json``
+and ``.md``.
 """
 
 from __future__ import annotations
@@ -99,12 +104,111 @@ def ours(a_dir: Path, f_dir: Path, steps: int, rate: float, bs: int, out: Path) 
             "lm_head_per_pass": False, "wall_total_s": r.report["wall_s"]}  # fmt: skip
 
 
+def zoo_table(zoo: Path, n: int) -> None:
+    """Restoration vs baselines on ``attacked-N`` of a built zoo preset directory."""
+    import json
+
+    from alignscope.analyses.evaluate import evaluate
+    from alignscope.hooks import capture
+    from alignscope.hooks.io import atomic_write_text
+    from alignscope.interventions.baselines import intervened
+    from alignscope.probes.directions import diff_of_means
+
+    A, F = zoo / "aligned", zoo / f"attacked-{n}"
+
+    def rows(p):
+        return [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()]
+
+    harm_rec = [r["prompt"] for r in rows(F / "evals/harmful_cross.jsonl")]
+    tt = [r for r in rows(F / "task_train.jsonl") if not r["harmful"]]
+    task_prompts = [r["prompt"] for r in tt[:256]]
+    val = [{"prompt": r["prompt"], "expected": r["response"].strip()} for r in tt[-100:]]
+    suites = {"harmful": F / "evals/harmful_heldout.jsonl", "task": F / "evals/task.jsonl",
+              "xstest": F / "evals/xstest_safe.jsonl"}  # fmt: skip
+
+    def metric(h):
+        df = evaluate(h, {"val": val}, max_new_tokens=4, batch_size=100)
+        return float(df.loc[df.metric == "exact_match", "value"].iloc[0])
+
+    def ev(m):
+        df = evaluate(m, suites, max_new_tokens=12, batch_size=72)
+        return {r["metric"]: r["value"] for r in df.to_dict("records")}
+
+    results = []
+
+    def add(method, cfg, m, extra=None):
+        e = ev(m)
+        results.append(
+            {
+                "method": method,
+                "config": cfg,
+                "refusal_harmful": e["refusal_rate_harmful"],
+                "task_exact": e["exact_match"],
+                "over_refusal": e["over_refusal"],
+                **(extra or {}),
+            }
+        )
+        print(results[-1], flush=True)
+
+    add("aligned", "-", A)
+    add("attacked", "-", F)
+    with tempfile.TemporaryDirectory() as tmp:
+        for cfg in [{}, {"layer_end": 2, "recovery_rate": 0.01}, {"layer_end": 2, "recovery_rate": 0.02}]:
+            t = time.perf_counter()
+            r = restore(A, F, harm_rec, task_prompts, task_metric=metric, out=Path(tmp) / "r", **cfg)
+            add("restore", json.dumps(cfg) or "defaults", r.model,
+                {"fraction_restored": r.report["fraction_restored"], "final_step": r.final_step,
+                 "wall_s": time.perf_counter() - t})  # fmt: skip
+    Fh, Ah = load_model(F), load_model(A)
+    harmless = [r["prompt"] for r in rows(F / "evals/harmless_heldout.jsonl")]
+    site = "resid_pre.1"
+    acts_h = capture(Ah, harm_rec, [site])[site]
+    acts_b = capture(Ah, harmless, [site])[site]
+    d = diff_of_means(acts_h, acts_b)
+    grid = {
+        "revert": ([1.0], {"aligned": Ah}),
+        "interpolate": ([0.1, 0.2, 0.3, 0.5, 0.7], {"aligned": Ah}),
+        "orthogonalize": ([-0.5, -1.0, -2.0], {"direction": d}),
+        "steer": ([0.5, 1.0, 2.0, 4.0], {"direction": d, "layers": [1]}),
+        "rahf": ([1.0, 2.0], {"prompts": harm_rec[:64], "pos_model": Ah, "neg_model": Fh, "layers": [1, 2],
+                              "steps": 40, "lr": 3e-3, "max_res_len": 4}),
+    }  # fmt: skip
+    for name, (strengths, kw) in grid.items():
+        for s in strengths:
+            with intervened(name, Fh, s, **kw) as h:
+                add(name, s, h)
+    floor = 0.95 * results[1]["task_exact"]
+    matched = {}
+    for r in results[2:]:
+        if r["task_exact"] >= floor and r["refusal_harmful"] >= matched.get(r["method"], {}).get(
+            "refusal_harmful", -1
+        ):
+            matched[r["method"]] = r
+    out = Path(__file__).parent / "results" / f"restoration_zoo_{n}"
+    atomic_write_json(out.with_suffix(".json"), {"zoo": str(zoo), "n": n, "task_floor": floor, "results": results,
+                                                 "matched_task": matched})  # fmt: skip
+    lines = ["| method | config | harmful refusal | task exact match | over-refusal (XSTest safe) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['method']} | {r['config']} | {r['refusal_harmful']:.3f} | {r['task_exact']:.2f} | "
+              f"{r['over_refusal']:.3f} |" for r in results]  # fmt: skip
+    lines += ["", f"Best of each method at task exact match >= {floor:.2f} (95% of attacked):", ""]
+    lines += [f"- {m}: {r['config']} -> refusal {r['refusal_harmful']:.3f}, task {r['task_exact']:.2f}"
+              for m, r in matched.items()]  # fmt: skip
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--zoo", type=Path, default=None)
+    ap.add_argument("--n", type=int, default=50)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.zoo is not None:
+        zoo_table(args.zoo, args.n)
+        return
     n_layers, d, steps = (6, 128, 2) if args.quick else (12, 256, 5)
     rate, bs = 0.002, 8
     with tempfile.TemporaryDirectory() as tmp:

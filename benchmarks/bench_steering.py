@@ -9,6 +9,13 @@ Usage::
 
     .venv/bin/python benchmarks/bench_steering.py [--model DIR] [--quick]
 
+    .venv/bin/python benchmarks/bench_steering.py --tradeoff ZOO_PRESET_DIR [--organism aligned]
+
+``--tradeoff`` instead runs the trade-off sweep of steering (Wolf et al.: unit refusal direction, diff of means of
+the organism's harmful vs harmless prompts at ``resid_post.0``, added at all positions of ``resid_post.0``, strengths
+-8..8) on a zoo organism and writes the run directory ``benchmarks/results/tradeoff_<organism>/`` (tidy CSV/Parquet,
+fits with R^2, figures).
+
 Default model: a random 6-layer d=256 Llama (``--model`` takes any checkpoint or zoo name, e.g. the tiny zoo's
 ``aligned``). Writes ``benchmarks/results/steering.json`` atomically.
 """
@@ -51,13 +58,47 @@ def _time(fn, reps):
     return ts
 
 
+def tradeoff_run(zoo: Path, organism: str, layer: int = 0) -> None:
+    """Steering trade-off sweep on one organism (see the module docstring)."""
+    import json
+
+    from alignscope.analyses.tradeoff import tradeoff
+    from alignscope.hooks import capture
+    from alignscope.probes.directions import diff_of_means
+
+    d_org = zoo / organism
+    h = load_model(d_org)
+
+    def prompts(name):
+        return [
+            json.loads(x)["prompt"] for x in (d_org / "evals" / f"{name}.jsonl").read_text().splitlines() if x
+        ]
+
+    site = f"resid_post.{layer}"
+    acts = capture(h, prompts("harmful_cross"), [site])[site]
+    harmless = prompts("harmless_heldout")
+    base = capture(h, harmless[: len(harmless) // 2], [site])[site]
+    direction = diff_of_means(acts, base)
+    strengths = [float(x) for x in range(-8, 9)]
+    t = time.perf_counter()
+    df = tradeoff(h, "steer", strengths, suites=d_org, direction=direction, layers=[layer], site="resid_post",
+                  normalize=True, limit=60, max_new_tokens=12, batch_size=68,
+                  out=Path(__file__).parent / "results" / f"tradeoff_{organism}")  # fmt: skip
+    print(json.dumps(df.attrs["fits"], indent=1), f"{time.perf_counter() - t:.1f}s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tradeoff", type=Path, default=None)
+    ap.add_argument("--organism", default="aligned")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.tradeoff is not None:
+        tradeoff_run(args.tradeoff, args.organism)
+        return
     reps, n_new = (5, 16) if args.quick else (15, 32)
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
