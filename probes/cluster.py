@@ -72,13 +72,19 @@ def _as_tensor(X: Any, name: str = "X") -> torch.Tensor:
         raise PromptError(
             f"{name} is empty (shape {tuple(t.shape)}).", "Pass at least one activation per class."
         )
-    if not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).any(dim=1).sum())
+    if not _all_finite(t):
+        bad = sum(int((~torch.isfinite(t[a:b])).any(dim=1).sum()) for a, b in _row_chunks(len(t), 4096))
         raise NumericsError(
             f"{name} contains NaN or infinite values in {bad} of {t.shape[0]} rows.",
             "Capture activations in float32 (not float16) or drop the affected prompts before scoring.",
         )
     return t
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """``isfinite(t).all()`` in row chunks (the one-shot call allocates several times the input)."""
+    rows = max(1, (1 << 22) // max(t.shape[1], 1))
+    return all(bool(torch.isfinite(t[s:e]).all()) for s, e in _row_chunks(t.shape[0], rows))
 
 
 def _as_labels(y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,9 +118,12 @@ def _prepare(X: Any, y: Any) -> tuple[torch.Tensor, np.ndarray, int]:
 
 
 def _chunks64(X: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield ``(start, end, rows as float64)`` in chunks of ~128 MiB (no full float64 copy of ``X``)."""
-    for s, e in _row_chunks(X.shape[0], _chunk_rows(X.shape[1])):
-        yield s, e, X[s:e].to(torch.float64)
+    """Yield ``(start, end, rows as a float64 copy)`` in chunks of ~64 MiB (no full float64 copy of ``X``).
+
+    The chunk is always a fresh copy, so callers may modify it in place.
+    """
+    for s, e in _row_chunks(X.shape[0], _chunk_rows(X.shape[1], 1 << 26)):
+        yield s, e, X[s:e].to(torch.float64, copy=True)
 
 
 def _centroids(X: torch.Tensor, codes: np.ndarray, K: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -179,7 +188,8 @@ def _within_sq(X: torch.Tensor, codes: np.ndarray, mu_k: torch.Tensor) -> float:
     total = 0.0
     idx = torch.as_tensor(codes)
     for s, e, c in _chunks64(X):
-        total += float(((c - mu_k[idx[s:e]]) ** 2).sum())
+        c.sub_(mu_k[idx[s:e]])
+        total += float(torch.linalg.vector_norm(c).square())  # sum of squares (vector_norm is overflow-safe)
     return total
 
 
@@ -211,7 +221,7 @@ def _dbs(X: torch.Tensor, codes: np.ndarray, K: int) -> float:
     idx = torch.as_tensor(codes)
     dist_sum = torch.zeros(K, dtype=torch.float64)
     for s, e, c in _chunks64(X):
-        d = torch.linalg.vector_norm(c - mu_k[idx[s:e]], dim=1)
+        d = torch.linalg.vector_norm(c.sub_(mu_k[idx[s:e]]), dim=1)
         dist_sum.index_add_(0, idx[s:e], d)
     intra = (dist_sum / torch.as_tensor(counts, dtype=torch.float64)).numpy()
     cen = torch.linalg.vector_norm(mu_k[:, None, :] - mu_k[None, :, :], dim=2).numpy()
