@@ -429,7 +429,8 @@ def extract_direction(
     prov.update(info)
     prov.setdefault("seed", seed)
     prov.setdefault("n_pos", int(np.shape(pos)[0]))
-    prov.setdefault("n_neg", int(np.shape(neg)[0]))
+    if neg is not None:
+        prov.setdefault("n_neg", int(np.shape(neg)[0]))
     return Direction(vector=vec, site=site, position=position, method=name, provenance=prov)
 
 

@@ -196,7 +196,7 @@ def test_registry_and_extract_direction():
     assert p.provenance["seed"] == 4 and float(p.vector[0]) > 0.99
     lg = extract_direction("logistic", neg + [8.0, 0, 0, 0], neg, site="x", position="last", seed=2, C=10.0)
     assert lg.provenance["train_auroc"] == 1.0 and float(lg.unit()[0]) > 0.9
-    m = extract_direction("mean", pos, neg, site="x", position="last")
+    m = extract_direction("mean", pos, None, site="x", position="last")
     torch.testing.assert_close(m.vector, torch.tensor(pos.mean(0), dtype=torch.float32))
 
     @register_extractor("test_first_row")
