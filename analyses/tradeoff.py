@@ -419,17 +419,40 @@ def pick_helpfulness(df: pd.DataFrame) -> tuple[str, str | None]:
     return "p_token", None
 
 
-def fit_tradeoff(df: pd.DataFrame, *, helpfulness: tuple[str, str | None] | None = None) -> dict:
-    """Per intervention: the alignment fit (``behaviour`` on harmful suites) and the helpfulness fit."""
+#: fit ranges of the authors' notebook (alignment on [-3.2, 4.0], helpfulness on [-5, 5])
+PAPER_RANGES = {"alignment": (-3.2, 4.0), "helpfulness": (-5.0, 5.0)}
+
+
+def fit_tradeoff(
+    df: pd.DataFrame,
+    *,
+    helpfulness: tuple[str, str | None] | None = None,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> dict:
+    """Per intervention: the alignment fit (``behaviour`` on harmful suites) and the helpfulness fit.
+
+    Args:
+        df: a sweep table.
+        helpfulness: ``(metric, suite)`` to fit (default :func:`pick_helpfulness`).
+        ranges: optional strength ranges per form, e.g. :data:`PAPER_RANGES`; default: all strengths.
+    """
     help_metric = helpfulness or pick_helpfulness(df)
+    ranges = ranges or {}
     fits: dict[str, dict] = {}
+
+    def clip(s: pd.DataFrame, key: str) -> pd.DataFrame:
+        if key not in ranges:
+            return s
+        lo, hi = ranges[key]
+        return s[(s["strength"] >= lo) & (s["strength"] <= hi)]
+
     for name in df["intervention"].unique():
         d = df[df["intervention"] == name]
         f: dict[str, Any] = {}
-        a = _series(d, "behaviour")
+        a = clip(_series(d, "behaviour"), "alignment")
         if len(a) >= 3:
             f["alignment"] = {"metric": "behaviour", **fit_curve("alignment", a["strength"], a["value"])}
-        h = _series(d, *help_metric)
+        h = clip(_series(d, *help_metric), "helpfulness")
         if len(h) >= 3:
             f["helpfulness"] = {"metric": help_metric[0], "suite": help_metric[1],
                                 **fit_curve("helpfulness", h["strength"], h["value"])}  # fmt: skip

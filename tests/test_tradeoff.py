@@ -105,3 +105,22 @@ def test_pareto_front():
     p = pareto_front(pd.DataFrame(rows))
     got = {(r.intervention, r.strength): r.pareto for r in p.itertuples()}
     assert got == {("x", 0): True, ("x", 1): True, ("y", 0): False, ("y", 1): True}
+
+
+def test_fit_tradeoff_ranges_exclude_outliers():
+    r = np.arange(-8.0, 9.0)
+    beh = alignment_form(r, 0.5, 0.3)
+    beh[r >= 6] = -0.9  # a broken model at large strengths, outside the paper's fit range
+    rows = [
+        dict(intervention="s", strength=x, suite="h", metric="behaviour", value=v)
+        for x, v in zip(r, beh, strict=True)
+    ]
+    rows += [dict(intervention="s", strength=x, suite="ce", metric="p_token", value=helpfulness_form(x, 0.5, 0.4))
+             for x in r]  # fmt: skip
+    from alignscope.analyses.tradeoff import PAPER_RANGES, fit_tradeoff
+
+    df = pd.DataFrame(rows)
+    full = fit_tradeoff(df)["s"]["alignment"]
+    paper = fit_tradeoff(df, ranges=PAPER_RANGES)["s"]["alignment"]
+    assert paper["r2"] > 0.999 and paper["a"] == pytest.approx(0.5, rel=1e-3) and paper["n"] == 8
+    assert full["r2"] < 0.9
