@@ -10,6 +10,7 @@ Usage::
     .venv/bin/python benchmarks/bench_steering.py [--model DIR] [--quick]
 
     .venv/bin/python benchmarks/bench_steering.py --tradeoff ZOO_PRESET_DIR [--organism aligned]
+    .venv/bin/python benchmarks/bench_steering.py --tradeoff-smollm2
 
 ``--tradeoff`` instead runs the trade-off sweep of steering (Wolf et al.: unit refusal direction, diff of means of
 the organism's harmful vs harmless prompts at ``resid_post.0``, added at all positions of ``resid_post.0``, strengths
@@ -87,6 +88,46 @@ def tradeoff_run(zoo: Path, organism: str, layer: int = 0) -> None:
     print(json.dumps(df.attrs["fits"], indent=1), f"{time.perf_counter() - t:.1f}s")
 
 
+def tradeoff_smollm2(layer: int = 12, n: int = 24) -> None:
+    """Steering trade-off on SmolLM2-135M-Instruct (offline GGUF conversion; a stand-in for ``smollm2-safe``).
+
+    Direction: difference of means (Arditi et al., un-normalised) of HarmBench vs AlpacaEval prompts at
+    ``resid_pre.{layer}``, last token; added at ``resid_pre.{layer}``, all positions, strengths -2..2. Suites:
+    JailbreakBench (harmful), XSTest safe (over-refusal), AlpacaEval answers (CE, p_token, KL); ``n`` rows each, none
+    of them used for the direction.
+    """
+    import json
+
+    from alignscope.analyses.tradeoff import tradeoff
+    from alignscope.hooks import capture
+    from alignscope.hooks.smollm2 import smollm2_checkpoint
+    from alignscope.probes.directions import diff_of_means
+
+    data = Path(__file__).resolve().parents[1] / "organisms" / "data"
+
+    def rows(name):
+        return [json.loads(x) for x in (data / f"{name}.jsonl").read_text().splitlines() if x.strip()]
+
+    h = load_model(smollm2_checkpoint())
+    site = f"resid_pre.{layer}"
+    alp = rows("alpaca_eval")
+    harm_d = [r["prompt"] for r in rows("harmbench")[:64]]
+    harmless_d = [r["prompt"] for r in alp[:64]]
+    direction = diff_of_means(capture(h, harm_d, [site])[site], capture(h, harmless_d, [site])[site])
+    suites = {
+        "jailbreakbench": [{"prompt": r["prompt"], "label": "harmful"} for r in rows("jailbreakbench")[:n]],
+        "xstest_safe": [
+            {"prompt": r["prompt"], "label": "safe"} for r in rows("xstest") if r["label"] == "safe"
+        ][:n],
+        "alpaca_eval": [{"prompt": r["prompt"], "reference": r["answer"]} for r in alp[64 : 64 + n]],
+    }
+    strengths = [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]
+    t = time.perf_counter()
+    df = tradeoff(h, "steer", strengths, suites=suites, direction=direction, layers=[layer], site="resid_pre",
+                  max_new_tokens=12, batch_size=72, out=Path(__file__).parent / "results" / "tradeoff_smollm2")  # fmt: skip
+    print(json.dumps(df.attrs["fits"], indent=1), f"{time.perf_counter() - t:.1f}s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
@@ -94,8 +135,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tradeoff", type=Path, default=None)
     ap.add_argument("--organism", default="aligned")
+    ap.add_argument("--tradeoff-smollm2", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.tradeoff_smollm2:
+        tradeoff_smollm2()
+        return
     if args.tradeoff is not None:
         tradeoff_run(args.tradeoff, args.organism)
         return

@@ -196,7 +196,7 @@ def check_compatible(a: ModelHandle, b: ModelHandle, what: str = "fine-tuned") -
 def _as_prompts(x: Sequence[str] | str | Path, what: str, limit: int | None) -> list[str]:
     if isinstance(x, (str, Path)) and Path(x).exists():
         prompts = read_prompts(x)
-    elif isinstance(x, str):
+    elif isinstance(x, (str, Path)):
         raise PromptError(
             f"{what} prompt file {x!r} does not exist", "pass a list of prompts or an existing file"
         )

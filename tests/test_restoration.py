@@ -194,6 +194,24 @@ def test_fewer_candidates_than_budget(pair, tmp_path):
     assert r.report["fraction_restored"] > 0.3
 
 
+def test_prompt_files_and_bad_inputs(pair, tmp_path):
+    from alignscope.hooks import PromptError
+
+    a, f = pair
+    hf, tf = tmp_path / "harm.txt", tmp_path / "task.jsonl"
+    hf.write_text("\n".join(HARM) + "\n")
+    tf.write_text("".join(f'{{"prompt": "{t}"}}\n' for t in TASK))
+    r = restore(a, f, hf, tf, task_metric=None, out=tmp_path / "o", steps=1, recovery_rate=0.01)
+    assert r.report["harmful_prompts"]["n"] == len(HARM) and r.report["task_prompts"]["n"] == len(TASK)
+    with pytest.raises(PromptError, match="does not exist"):
+        restore(a, f, tmp_path / "missing.txt", TASK, task_metric=None, out=tmp_path / "x")
+    with pytest.raises(PromptError, match="no harmful prompts"):
+        restore(a, f, [], TASK, task_metric=None, out=tmp_path / "x")
+    with pytest.raises(CheckpointError, match="layer_end"):
+        restore(a, f, HARM, TASK, task_metric=None, out=tmp_path / "x", layer_end=9)
+    assert not (tmp_path / "x").exists()
+
+
 def test_rollback_pass_undoes_part_of_each_step(pair, tmp_path):
     a, f = pair
     r = restore(
