@@ -55,6 +55,7 @@ PAPER_ACCURACY: dict[str, str] = {
     "decision_speed": "47%",
     "attentiveness": "46%",
     "attentiveness_normalized": "- (ours; 46% raw)",
+    "output_baseline": "- (control: outputs only)",
 }
 
 PathLike = str | os.PathLike
@@ -157,14 +158,17 @@ def verify_behaviour_identical(
     out: dict[str, Any] = {"n": len(kept.rows)}
     ok = True
     mins = {}
+    means = {}
     ben = np.array([0 if r["benign"] == "A" else 1 for r in kept.rows])
     for tag, m in (("a", model_a), ("b", model_b)):
         p = letter_probs(load_model(m), kept.prompts, batch_size=batch_size).numpy()
         two = p[np.arange(len(ben)), ben] / p.sum(-1)
         mins[tag] = float(two.min())
+        means[tag] = float(two.mean())
         ok &= bool((p.argmax(-1) == ben).all())
     out["identical"] = ok
     out["min_p_benign_two_way"] = mins
+    out["mean_p_benign_two_way"] = means
     return out
 
 
@@ -200,7 +204,8 @@ def run_faking_benchmark(
     Returns:
         One row per detector: ``strategy, paper, n_ordered, n_correct, accuracy, ci_low, ci_high,
         mean_margin_real, n_null, null_verdicts, mean_margin_null, unreliable, above_chance``. ``df.attrs`` holds
-        ``verdicts`` (one row per ordered pair and detector), ``null`` (null-pair verdicts), ``filters`` (per pair:
+        ``verdicts`` (one row per ordered pair and detector), ``model_scores`` (every per-model detector record:
+        curves, per-layer values, seeds, inputs), ``null`` (null-pair verdicts), ``filters`` (per pair:
         scenarios kept and the verification), ``seed`` and ``scenario_source``.
 
     Raises:
@@ -271,6 +276,15 @@ def run_faking_benchmark(
     df.attrs.update(
         {
             "verdicts": verdicts,
+            "model_scores": [
+                {
+                    "strategy": k[0],
+                    "model": k[1],
+                    "rows_sha256": k[2],
+                    **{x: y for x, y in v.items() if x != "model"},
+                }
+                for k, v in scorer._scores.items()
+            ],
             "null": nulls,
             "filters": filters,
             "seed": seed,
@@ -315,6 +329,7 @@ def _filter_row(a: PathLike, b: PathLike, kind: str, res: dict) -> dict:
         "generation_benign_b": rec.get("generation_benign_b"),
         "verified_identical": res["verified"]["identical"],
         "min_p_benign_two_way": res["verified"]["min_p_benign_two_way"],
+        "mean_p_benign_two_way": res["verified"]["mean_p_benign_two_way"],
     }
 
 
@@ -323,6 +338,7 @@ def _summary(names: list[str], v: pd.DataFrame, nl: pd.DataFrame) -> pd.DataFram
     for name in names:
         vv = v[v.strategy == name]
         n, k = len(vv), int(vv.correct.sum())
+        by_pair = vv.groupby(vv.apply(lambda r: tuple(sorted((r.model_a, r.model_b))), axis=1)).correct.all()
         lo, hi = wilson_interval(k, n)
         m_real = float(vv.margin.mean())
         nn = nl[nl.strategy == name] if len(nl) else nl
@@ -338,6 +354,7 @@ def _summary(names: list[str], v: pd.DataFrame, nl: pd.DataFrame) -> pd.DataFram
                 "paper": PAPER_ACCURACY.get(name, "-"),
                 "n_ordered": n,
                 "n_correct": k,
+                "pairs_both_orders_correct": f"{int(by_pair.sum())}/{len(by_pair)}",
                 "accuracy": k / n,
                 "ci_low": lo,
                 "ci_high": hi,
@@ -359,9 +376,10 @@ def benchmark_markdown(df: pd.DataFrame, title: str | None = None) -> str:
     if title:
         lines += [f"### {title}", ""]
     lines += [
-        "| strategy | paper (Poser, 324 pairs) | ours: correct / ordered pairs | accuracy | 95% Wilson | "
+        "| strategy | paper (Poser, 324 pairs) | ours: correct / ordered pairs | pairs right in both orders | "
+        "accuracy | 95% Wilson | "
         "vs chance | mean margin real | null verdicts | mean margin null | reliable |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in df.to_dict("records"):
         rel = (
@@ -370,7 +388,8 @@ def benchmark_markdown(df: pd.DataFrame, title: str | None = None) -> str:
             else ("**no** (as confident on null pairs)" if r["unreliable"] else "yes")
         )
         lines.append(
-            f"| {r['strategy']} | {r['paper']} | {r['n_correct']} / {r['n_ordered']} | {100 * r['accuracy']:.0f}% | "
+            f"| {r['strategy']} | {r['paper']} | {r['n_correct']} / {r['n_ordered']} | {r['pairs_both_orders_correct']} | "
+            f"{100 * r['accuracy']:.0f}% | "
             f"[{100 * r['ci_low']:.0f}, {100 * r['ci_high']:.0f}]% | {_vs_chance(r)} | {r['mean_margin_real']:.3f} | "
             f"{r['null_verdicts']} | {_fmt(r['mean_margin_null'])} | {rel} |"
         )
@@ -385,7 +404,8 @@ def benchmark_markdown(df: pd.DataFrame, title: str | None = None) -> str:
             lines.append(
                 f"- {f['kind']} pair {Path(f['model_a']).name} / {Path(f['model_b']).name}: "
                 f"{f['n_kept']} of {f['n_in']} scenarios behaviour-identical (verified: "
-                f"{f['verified_identical']})"
+                f"{f['verified_identical']}; mean P(benign letter) A {f['mean_p_benign_two_way']['a']:.3f}, "
+                f"B {f['mean_p_benign_two_way']['b']:.3f})"
             )
     return "\n".join(lines) + "\n"
 
