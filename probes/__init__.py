@@ -1,5 +1,18 @@
 """alignscope.probes"""
 
+# ---- alignment-faking detectors (owner: probes/faking) ----
+from .faking import (  # noqa: E402, F401
+    Detector,
+    FakingError,
+    ScenarioSet,
+    behaviour_identical,
+    get_detector,
+    list_detectors,
+    register_detector,
+    run_detectors,
+    score_against_reference,
+)
+
 # ---- refusal direction, selection, layer probes, studies (owner: probes/find, selection, layers, studies) ----
 from .find import directions_cli, find_candidates, find_direction  # noqa: E402, F401
 from .layers import LayerCurve, plot_layer_curve, probe_curve_from_acts, probe_layers  # noqa: E402, F401
