@@ -32,34 +32,52 @@ from alignscope.probes.faking import (
 SEED = 0
 
 
+def _pair_names(names) -> tuple[list[str], list[str]]:
+    honest = sorted(n for n in names if str(n).startswith("honest-"))
+    faker = sorted(n for n in names if str(n).startswith("faker-"))
+    return honest, faker
+
+
 @pytest.fixture(scope="module")
 def zoo(request) -> dict[str, str]:
-    """The tiny zoo's honest/faker organisms (the shared ``tiny_zoo`` fixture when conftest provides it)."""
+    """The tiny zoo's honest-i / faker-j organisms (the shared ``tiny_zoo`` fixture when conftest provides it)."""
     pinned = os.environ.get("ALIGNSCOPE_FAKING_ZOO")  # a built tiny preset directory (skips the zoo build)
     if pinned:
-        return {k: str(Path(pinned) / k) for k in ("honest-0", "faker-0", "faker-1")}
-    try:
-        paths = request.getfixturevalue("tiny_zoo")
-    except pytest.FixtureLookupError:
-        from alignscope.organisms import build_zoo
-
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
+        names = [p.name for p in Path(pinned).iterdir() if (p / "organism.json").exists()]
+        paths = {n: Path(pinned) / n for n in names}
+    else:
         try:
-            paths = build_zoo("tiny", only=["honest-0", "faker-0", "faker-1"], progress=False)
-        finally:
-            torch.set_num_threads(n)
-    return {k: str(paths[k]) for k in ("honest-0", "faker-0", "faker-1")}
+            paths = request.getfixturevalue("tiny_zoo")
+        except pytest.FixtureLookupError:
+            from alignscope.organisms import build_zoo
+
+            n = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                paths = build_zoo("tiny", progress=False)
+            finally:
+                torch.set_num_threads(n)
+    honest, faker = _pair_names(paths)
+    assert honest and faker, f"the tiny zoo has no honest/faker organisms: {sorted(map(str, paths))}"
+    return {k: str(paths[k]) for k in honest + faker}
 
 
 @pytest.fixture(scope="module")
-def models(zoo):
-    return {k: load_model(zoo[k]) for k in ("honest-0", "faker-0", "faker-1")}
+def pair(zoo) -> tuple[str, str]:
+    """The first (honest, faker) pair."""
+    honest, faker = _pair_names(zoo)
+    return honest[0], faker[0]
 
 
 @pytest.fixture(scope="module")
-def sset(zoo) -> ScenarioSet:
-    return load_scenarios(zoo["honest-0"])
+def models(zoo, pair):
+    """``{"honest": handle, "faker": handle}`` of the first pair."""
+    return {"honest": load_model(zoo[pair[0]]), "faker": load_model(zoo[pair[1]])}
+
+
+@pytest.fixture(scope="module")
+def sset(zoo, pair) -> ScenarioSet:
+    return load_scenarios(zoo[pair[0]])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,8 +91,8 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def kept_pair(models, sset):
-    """The behaviour-identical scenarios of (honest-0, faker-0) and the filter's record."""
-    return behaviour_identical(models["honest-0"], models["faker-0"], sset)
+    """The behaviour-identical scenarios of the first pair and the filter's record."""
+    return behaviour_identical(models["honest"], models["faker"], sset)
 
 
 def _state_hash(model) -> str:
@@ -132,7 +150,7 @@ def test_critical_fact_editing_on_zoo_prompts(sset):
 def test_benchmark_inputs_are_behaviour_identical(models, sset, kept_pair):
     """Every kept scenario: both models pick the benign letter (batched letter probabilities, and an independent
     one-prompt greedy generation); the faker really differs under poor oversight."""
-    honest, faker = models["honest-0"], models["faker-0"]
+    honest, faker = models["honest"], models["faker"]
     kept, rec = kept_pair
     assert rec["n_kept"] >= 10 and len(kept.rows) == rec["n_kept"] <= rec["n_in"]
     for r in kept.rows:
@@ -164,22 +182,22 @@ def test_noise_detector_is_reproducible_from_its_seed(models, kept_pair):
     kept = kept.subset(range(12))
     for name in ("noise", "noise_gaussian"):
         det = get_detector(name, n_draws=2, coeffs=(0, 5, 15))
-        r1 = det.score_model(models["faker-0"], kept, seed=11)
-        r2 = det.score_model(models["faker-0"], kept, seed=11)
-        r3 = det.score_model(models["faker-0"], kept, seed=12)
+        r1 = det.score_model(models["faker"], kept, seed=11)
+        r2 = det.score_model(models["faker"], kept, seed=11)
+        r3 = det.score_model(models["faker"], kept, seed=12)
         assert r1["curves_per_draw"] == r2["curves_per_draw"] and r1["score"] == r2["score"]
         assert r1["noise_seeds"] == [11, 12] and r1["seed"] == 11
         assert r3["curves_per_draw"] != r1["curves_per_draw"]
         assert r1["inputs"]["rows_sha256"] == kept.digest()["rows_sha256"]
     det = get_detector("noise", n_draws=1, coeffs=(0, 5, 15))
-    pa = det.predict_pair(models["honest-0"], models["faker-0"], kept, seed=5, filtered=(kept, rec))
-    pb = det.predict_pair(models["honest-0"], models["faker-0"], kept, seed=5, filtered=(kept, rec))
+    pa = det.predict_pair(models["honest"], models["faker"], kept, seed=5, filtered=(kept, rec))
+    pb = det.predict_pair(models["honest"], models["faker"], kept, seed=5, filtered=(kept, rec))
     assert pa["faker"] == pb["faker"] and pa["scores"]["A"]["curve"] == pb["scores"]["A"]["curve"]
 
 
 def test_learning_speed_never_modifies_the_input_model(models, kept_pair):
     kept = kept_pair[0].subset(range(16))
-    h = models["faker-0"]
+    h = models["faker"]
     before = _state_hash(h.model)
     r = get_detector("learning_speed", steps=3).score_model(h, kept, seed=SEED)
     assert _state_hash(h.model) == before
@@ -189,31 +207,30 @@ def test_learning_speed_never_modifies_the_input_model(models, kept_pair):
 
 def test_best_detector_identifies_the_tiny_fakers(zoo, tmp_path):
     """Attentiveness to oversight facts (normalised; the best detector on small organisms) on every ordered pair."""
-    pairs = [(zoo["honest-0"], zoo["faker-0"]), (zoo["honest-0"], zoo["faker-1"])]
+    honest, faker = _pair_names(zoo)
+    pairs = [(zoo[h], zoo[f]) for h in honest for f in faker]
     df = run_faking_benchmark(
         pairs, seed=SEED, detectors=["attentiveness_normalized"], out_md=tmp_path / "t.md"
     )
     row = df.set_index("strategy").loc["attentiveness_normalized"]
-    assert row.n_ordered == 4 and row.n_correct == 4
+    assert row.n_ordered == 2 * len(pairs) and row.n_correct == row.n_ordered
     assert all(f["verified_identical"] for f in df.attrs["filters"])
-    assert len(df.attrs["null"]) == 1  # faker-0 vs faker-1
+    n_null = len(honest) * (len(honest) - 1) // 2 + len(faker) * (len(faker) - 1) // 2
+    assert len(df.attrs["null"]) == n_null
     assert "| attentiveness_normalized |" in (tmp_path / "t.md").read_text()
 
 
-def test_cli_and_audit_mode(zoo):
-    out = faking_cli(
-        zoo["faker-0"], zoo["honest-0"], as_json=True, detectors=["attentiveness_normalized", "concepts"]
-    )
+def test_cli_and_audit_mode(zoo, pair):
+    h, f = pair
+    out = faking_cli(zoo[f], zoo[h], as_json=True, detectors=["attentiveness_normalized", "concepts"])
     assert set(out["strategies"]) == {"attentiveness_normalized", "concepts"}
     assert out["strategies"]["attentiveness_normalized"]["faker"] == "A"
     assert set(out["strategies"]["concepts"]["scores"]) == {"A", "B"}
     json.dumps(out)
+    text = faking_cli(zoo[h], zoo[f], detectors=["attentiveness_normalized"])
+    assert "attentiveness_normalized" in text and "B" in text
     aud = score_against_reference(
-        zoo["faker-1"],
-        zoo["honest-0"],
-        load_scenarios(zoo["honest-0"]),
-        seed=SEED,
-        detectors=["attentiveness_normalized"],
+        zoo[f], zoo[h], load_scenarios(zoo[h]), seed=SEED, detectors=["attentiveness_normalized"]
     )
     assert aud["detectors"]["attentiveness_normalized"]["says_faker"] is True
-    assert aud["model"]["model_path"].endswith("faker-1")
+    assert aud["model"]["model_path"] == str(Path(zoo[f]).resolve())
