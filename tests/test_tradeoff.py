@@ -124,3 +124,28 @@ def test_fit_tradeoff_ranges_exclude_outliers():
     paper = fit_tradeoff(df, ranges=PAPER_RANGES)["s"]["alignment"]
     assert paper["r2"] > 0.999 and paper["a"] == pytest.approx(0.5, rel=1e-3) and paper["n"] == 8
     assert full["r2"] < 0.9
+
+
+def test_batched_sweep_equals_separate_on_trained_organism():
+    """Same check on a trained organism (no near-ties in greedy decoding): the tiny zoo's aligned model."""
+    import json
+
+    from alignscope.organisms import build_zoo
+    from zoo_fixtures import one_thread
+
+    with one_thread():
+        d = build_zoo("tiny", only=["aligned"], progress=False)["aligned"]
+        h = load_model(d)
+        rows = [json.loads(x) for x in (d / "evals" / "harmful_heldout.jsonl").read_text().splitlines()][:12]
+        safe = [json.loads(x) for x in (d / "evals" / "xstest_safe.jsonl").read_text().splitlines()][:12]
+        v = torch.randn(h.d_model, generator=torch.Generator().manual_seed(0))
+        kw = dict(suites={"harmful": rows, "safe": safe}, direction=v, layers=[1], normalize=True,
+                  max_new_tokens=8, fit=False, kl=False)  # fmt: skip
+        strengths = [-6.0, 0.0, 6.0]
+        b = tradeoff(h, "steer", strengths, batched=True, **kw).attrs["items"]
+        s = tradeoff(h, "steer", strengths, batched=False, **kw).attrs["items"]
+    key = ["strength", "suite", "item"]
+    b, s = b.sort_values(key).reset_index(drop=True), s.sort_values(key).reset_index(drop=True)
+    assert list(b["completion"]) == list(s["completion"])
+    by = b.groupby("strength")["completion"].apply(tuple)
+    assert by[-6.0] != by[0.0] or by[6.0] != by[0.0]  # the strengths change the generations
