@@ -254,7 +254,7 @@ def tradeoff(
     batched = iv.batched if batched is None else bool(batched)
     if batched and not iv.batched:
         raise ValueError(f"intervention {iv.name!r} has no per-row strengths; pass batched=False")
-    model_path = model if isinstance(model, (str, Path)) else None
+    model_path = handle.path if handle.path and (Path(handle.path) / "organism.json").exists() else None
     S = _load_suites(suites, model_path, limit)
     judge_fn = get_scorer(judge)
     base_lp = None
