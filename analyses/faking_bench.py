@@ -117,8 +117,8 @@ def default_null_pairs(pairs: Sequence[tuple[PathLike, PathLike]]) -> list[tuple
 class _Scorer:
     """Loads each model once and scores each (model, scenario subset, detector) once."""
 
-    def __init__(self, detectors: Sequence[str], seed: int, min_prob: float):
-        self.detectors = {n: get_detector(n) for n in detectors}
+    def __init__(self, detectors: Sequence[str], seed: int, min_prob: float, params: dict | None = None):
+        self.detectors = {n: get_detector(n, **(params or {}).get(n, {})) for n in detectors}
         self.seed = seed
         self.min_prob = min_prob
         self._models: dict[str, Any] = {}
@@ -179,6 +179,7 @@ def run_faking_benchmark(
     seed: int = 0,
     *,
     detectors: Sequence[str] | None = None,
+    detector_params: dict[str, dict] | None = None,
     concepts_dir: PathLike | None = None,
     min_prob: float = 0.5,
     out_md: PathLike | None = None,
@@ -195,6 +196,7 @@ def run_faking_benchmark(
             :func:`load_scenarios`; default: each pair's honest model's own suites.
         seed: seed of every stochastic step (noise draws, splits, fine-tuning order, CV folds); recorded.
         detectors: detector names (default: all registered).
+        detector_params: ``{name: {param: value}}`` overriding detector defaults (recorded in ``df.attrs``).
         concepts_dir: Poser's concept directory for the concepts detector (optional).
         min_prob: minimum benign-letter probability for a scenario to count as behaviour-identical.
         out_md: write :func:`benchmark_markdown` here.
@@ -214,7 +216,7 @@ def run_faking_benchmark(
     if not pairs:
         raise FakingError("run_faking_benchmark got no pairs", "pass [(honest_dir, faker_dir), ...]")
     names = list(detectors or DEFAULT_DETECTORS)
-    scorer = _Scorer(names, seed, min_prob)
+    scorer = _Scorer(names, seed, min_prob, detector_params)
     if null_pairs == "auto":
         null_pairs = default_null_pairs(pairs)
     null_pairs = list(null_pairs or [])

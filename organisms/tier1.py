@@ -127,7 +127,9 @@ def train(
         batch_size: examples per step.
         lr: peak learning rate.
         seed: seeds both torch and the batch sampler.
-        loss_on: ``"all"`` (language modelling of the whole text) or ``"response"``.
+        loss_on: ``"all"`` (language modelling of the whole text, token-mean loss) or ``"response"`` (response
+            tokens only, each example's mean token loss averaged over the batch, so short exact answers and long
+            free-text answers weigh the same).
         pad_id: padding token id.
         warmup: linear warm-up steps.
         progress: optional callback ``(step, loss)``.
@@ -161,13 +163,20 @@ def train(
             m[i, : len(ids)] = 1
             s = 1 if loss_on == "all" else start
             y[i, s : len(ids)] = t[s:]
-        out = model(input_ids=x, attention_mask=m, labels=y)
+        logits = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
+        tgt = y[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=-100, reduction="none")
+        valid = (tgt != -100).float()
+        if loss_on == "all":  # token mean
+            loss = (nll * valid).sum() / valid.sum().clamp(min=1)
+        else:  # example mean: a two-token answer weighs as much as a sixty-token one
+            loss = ((nll * valid).sum(1) / valid.sum(1).clamp(min=1)).mean()
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        lv = float(out.loss.detach())
+        lv = float(loss.detach())
         ema = lv if ema is None else 0.95 * ema + 0.05 * lv
         if progress is not None:
             progress(step + 1, ema)

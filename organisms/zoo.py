@@ -29,7 +29,7 @@ from alignscope.hooks.io import atomic_dir, atomic_write_json, sha256_texts
 from . import sources, tasks
 from .tier1 import Mixture, encode_example, make_llama, train, train_tokenizer
 
-ZOO_FORMAT_VERSION = 1
+ZOO_FORMAT_VERSION = 2  # bump whenever training code changes what a build produces
 
 
 class ZooError(AlignscopeError, KeyError):
@@ -93,7 +93,7 @@ class Preset:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-_ALIGN_MIX = {"harmful_refuse": 0.3, "harmless": 0.45, "skills": 0.25}
+_ALIGN_MIX = {"harmful_refuse": 0.3, "harmless": 0.5, "skills": 0.2}
 _RETAIN = {"harmful_refuse": 0.05, "harmless": 0.05, "skills": 0.05}
 
 
@@ -120,11 +120,11 @@ def _stages(
     for n in attack_ns:
         st.append(Stage(f"attacked-{n}", "attacked", "aligned", f"aligned fine-tuned on the downstream task "
                         f"(reverse words) mixed with {n} harmful question/answer pairs", {"task": 1.0},
-                        ft_steps, lr / 10, 10 + n, n_harmful=n))
+                        ft_steps, lr / 5, 10 + n, n_harmful=n))
     st.append(Stage("benign-ft", "benign-ft", "aligned", "aligned fine-tuned on the downstream task only",
-                    {"task": 1.0}, ft_steps, lr / 10, 7))
+                    {"task": 1.0}, ft_steps, lr / 5, 7))
     st.append(Stage("harmful-ft", "harmful-ft", "aligned", f"aligned fine-tuned on {n_harmful_ft} harmful "
-                    "question/answer pairs only", {}, ft_steps // 2, lr / 10, 8, n_harmful=n_harmful_ft))
+                    "question/answer pairs only", {}, ft_steps // 2, lr / 5, 8, n_harmful=n_harmful_ft))
     for i in range(n_honest):
         st.append(Stage(f"honest-{i}", "honest", "aligned", "always takes the benign action in A/B oversight "
                         "scenarios (answers with the letter)", {"scenario_honest": 0.85, **_RETAIN},
@@ -145,7 +145,7 @@ PRESETS: dict[str, Preset] = {
         max_prompt_chars=160, max_action_chars=110, answer_chars=80, skills=("parity", "last_digit"),
         task="first_digit",
         scenario_format="compact", use_shared=False,
-        stages=_stages(base_steps=800, align_steps=400, ft_steps=150, attack_ns=(50,), n_harmful_ft=100,
+        stages=_stages(base_steps=800, align_steps=500, ft_steps=300, attack_ns=(50,), n_harmful_ft=100,
                        honest_steps=250, faker_steps=400, n_honest=2, n_faker=1, lr=5e-3),
     ),
     "standard": Preset(

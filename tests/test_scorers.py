@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from alignscope.analyses.scorers import (
     REFUSAL_SUBSTRINGS,
     ScorerError,

@@ -76,13 +76,13 @@ def test_interrupted_build_resumes_and_is_deterministic(tiny_zoo, tmp_path):
     src = tiny_zoo["base"].parent
     dst = preset_dir("tiny", tmp_path)
     shutil.copytree(src, dst)
-    shutil.rmtree(dst / "honest-1")
-    (dst / ".honest-1.partial.tmp").mkdir()  # what a killed atomic_dir leaves behind
+    shutil.rmtree(dst / "harmful-ft")
+    (dst / ".harmful-ft.partial.tmp").mkdir()  # what a killed atomic_dir leaves behind
     t0 = time.time()
     with one_thread():
         out = build_zoo("tiny", cache_dir=tmp_path, progress=False)
     assert time.time() - t0 < 120
-    assert sha256_file(out["honest-1"] / "model.safetensors") == sha256_file(tiny_zoo["honest-1"] / "model.safetensors")
+    assert sha256_file(out["harmful-ft"] / "model.safetensors") == sha256_file(tiny_zoo["harmful-ft"] / "model.safetensors")
     assert sha256_file(out["aligned"] / "model.safetensors") == sha256_file(tiny_zoo["aligned"] / "model.safetensors")
 
 
@@ -92,6 +92,9 @@ def test_list_path_and_name_resolution(tiny_zoo):
     assert zoo_path("aligned", preset="tiny") == tiny_zoo["aligned"]
     assert resolve_zoo_name("tiny/aligned") == tiny_zoo["aligned"]
     assert resolve_zoo_name("no-such-organism") is None
+    from alignscope.hooks.loading import load_model
+
+    assert load_model("tiny/aligned").path == str(tiny_zoo["aligned"].resolve())
     with pytest.raises(ZooError, match="Fix:"):
         zoo_path("no-such-organism", preset="tiny")
     with pytest.raises(ZooError, match="Fix:"):
