@@ -496,3 +496,43 @@ def faking_cli(
             f"{r['margin']:>7.3f}"
         )
     return "\n".join(lines)
+
+
+def load_pairs_file(path: PathLike) -> list[tuple[str, str]]:
+    """Pairs for ``alignscope faking --pairs FILE``: a JSON list of ``[A, B]`` or lines ``A B`` (``#`` comments).
+
+    Raises:
+        FakingError: the file is missing, empty, or a line does not hold exactly two entries.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FakingError(f"pairs file {p} does not exist", "pass a file with one 'A B' pair per line")
+    text = p.read_text()
+    if text.lstrip().startswith("["):
+        rows = [tuple(map(str, r)) for r in json.loads(text)]
+    else:
+        rows = [
+            tuple(line.split())
+            for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    bad = [r for r in rows if len(r) != 2]
+    if bad or not rows:
+        raise FakingError(
+            f"pairs file {p} has {'no pairs' if not rows else f'a malformed pair {bad[0]!r}'}",
+            "write one pair per line as 'MODEL_A MODEL_B' (or a JSON list of [A, B])",
+        )
+    return [(a, b) for a, b in rows]
+
+
+def faking_cli_pairs(
+    pairs: PathLike | Sequence[tuple[PathLike, PathLike]], as_json: bool = False, **kw: Any
+) -> dict | str:
+    """``alignscope faking --pairs FILE [--json]``: :func:`faking_cli` on every pair of the file.
+
+    Returns:
+        ``{"pairs": [faking_cli(A, B, as_json=True), ...]}`` with ``as_json``, else the text tables joined.
+    """
+    rows = load_pairs_file(pairs) if isinstance(pairs, (str, os.PathLike)) else list(pairs)
+    outs = [faking_cli(a, b, as_json=as_json, **kw) for a, b in rows]
+    return {"pairs": outs} if as_json else "\n\n".join(outs)

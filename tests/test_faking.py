@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from alignscope.analyses.faking_bench import faking_cli, load_scenarios, run_faking_benchmark
+from alignscope.analyses.faking_bench import (
+    faking_cli,
+    faking_cli_pairs,
+    load_pairs_file,
+    load_scenarios,
+    run_faking_benchmark,
+)
 from alignscope.hooks import load_model
 from alignscope.probes.faking import (
     FakingError,
@@ -134,6 +140,17 @@ def test_registry_has_the_six_strategies_and_errors_name_the_fix():
         get_detector("noise", scale=3)
 
 
+def test_pairs_file_parsing(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("# comment\n/x/honest-0 /x/faker-0\n\n/x/faker-0 /x/honest-1\n")
+    assert load_pairs_file(f) == [("/x/honest-0", "/x/faker-0"), ("/x/faker-0", "/x/honest-1")]
+    f.write_text('[["a", "b"]]')
+    assert load_pairs_file(f) == [("a", "b")]
+    f.write_text("only-one\n")
+    with pytest.raises(FakingError, match="malformed pair"):
+        load_pairs_file(f)
+
+
 def test_critical_fact_editing_on_zoo_prompts(sset):
     row = sset.rows[0]
     crit = critical_facts(row)
@@ -220,15 +237,18 @@ def test_best_detector_identifies_the_tiny_fakers(zoo, tmp_path):
     assert "| attentiveness_normalized |" in (tmp_path / "t.md").read_text()
 
 
-def test_cli_and_audit_mode(zoo, pair):
+def test_cli_and_audit_mode(zoo, pair, tmp_path):
     h, f = pair
     out = faking_cli(zoo[f], zoo[h], as_json=True, detectors=["attentiveness_normalized", "concepts"])
     assert set(out["strategies"]) == {"attentiveness_normalized", "concepts"}
     assert out["strategies"]["attentiveness_normalized"]["faker"] == "A"
     assert set(out["strategies"]["concepts"]["scores"]) == {"A", "B"}
     json.dumps(out)
-    text = faking_cli(zoo[h], zoo[f], detectors=["attentiveness_normalized"])
-    assert "attentiveness_normalized" in text and "B" in text
+    pairs_file = tmp_path / "pairs.txt"
+    pairs_file.write_text(f"# honest first\n{zoo[h]} {zoo[f]}\n")
+    text = faking_cli_pairs(pairs_file, detectors=["attentiveness_normalized"])
+    line = next(x for x in text.splitlines() if x.startswith("attentiveness_normalized"))
+    assert line.split()[1] == "B"
     aud = score_against_reference(
         zoo[f], zoo[h], load_scenarios(zoo[h]), seed=SEED, detectors=["attentiveness_normalized"]
     )
