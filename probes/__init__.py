@@ -36,3 +36,50 @@ from .studies import (  # noqa: E402, F401
     projection_study,
     update_space_study,
 )
+
+# ---- tensor-level maths: cluster indices/AQI, subspaces/MSO, directions (owner: probes/cluster, subspace, direction(s)) ----
+from .cluster import (  # noqa: E402, F401
+    aqi_bootstrap,
+    aqi_cohort,
+    aqi_dbs_di,
+    aqi_per_layer,
+    aqi_pooled,
+    aqi_xb_chi,
+    calinski_harabasz,
+    cluster_scores,
+    davies_bouldin,
+    dunn,
+    dunn_parts,
+    pool_layers,
+    xie_beni,
+)
+from .direction import Direction  # noqa: E402, F401
+from .directions import (  # noqa: E402, F401
+    LinearProbe,
+    auroc,
+    auroc_ci,
+    diff_of_means,
+    extract_direction,
+    get_extractor,
+    list_extractors,
+    logistic_probe,
+    mean_representation,
+    pca_direction,
+    register_extractor,
+)
+from .subspace import (  # noqa: E402, F401
+    activation_mso,
+    activation_mso_per_layer,
+    apply_update,
+    energy_basis,
+    energy_rank,
+    mso,
+    mso_report,
+    paper_layer_window,
+    project_update,
+    project_updates,
+    reshape2d,
+    top_left_singular,
+    update_mso,
+    weight_deltas,
+)
