@@ -37,6 +37,7 @@ from .studies import (  # noqa: E402, F401
     update_space_study,
 )
 
+# isort: split
 # ---- tensor-level maths: cluster indices/AQI, subspaces/MSO, directions (owner: probes/cluster, subspace, direction(s)) ----
 from .cluster import (  # noqa: E402, F401
     aqi_bootstrap,
