@@ -324,7 +324,8 @@ def plot_layer_curve(
             ax.plot(x, v, marker="o", ms=3, lw=1.5, label=m.replace("_", " "))
             ax.fill_between(x, lo, hi, alpha=0.2)
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-        ax.set_ylim(0.4, 1.02)
+        lows = [float(np.nanmin(curve.curve(m, metric)[2])) for m in curve.methods()]
+        ax.set_ylim(min(0.4, min(lows) - 0.05), 1.02)
         ax.set_xlabel(f"layer $\\ell$ ({site_kind}: input of block $\\ell$)")
         ax.set_ylabel("held-out " + ("AUROC" if metric == "auroc" else metric))
         ax.grid(alpha=0.3)

@@ -498,7 +498,9 @@ def plot_aqi_layers(
     prov = study.get("provenance", {})
     ax.set_xlabel("layer $\\ell$ (resid_pre: input of block $\\ell$)")
     ax.set_ylabel(f"AQI ({prov.get('combine', 'xb_chi')}, absolute; {int(100 * prov.get('ci', 0.95))}% CI)")
-    ax.set_xticks(sorted({r["layer"] for r in rows}))
+    layers = sorted({r["layer"] for r in rows})
+    ax.set_xticks(layers)
+    ax.set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
