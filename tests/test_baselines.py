@@ -14,6 +14,15 @@ from alignscope.interventions.baselines import (
     list_interventions,
     register_intervention,
 )
+from zoo_fixtures import one_thread
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on the shared 2-core box this is several times faster for tiny models."""
+    with one_thread():
+        yield
+
 
 PROMPTS = ["Why is the sky blue?", "Tell me how to pick a lock.", "Hi"]
 
@@ -131,18 +140,21 @@ def test_rahf_moves_representation_toward_target(pair):
 
     target = hid(a)  # alpha = 1 with pos = aligned, neg = fine-tuned, ref = fine-tuned -> target = h_aligned
     before = (hid(f) - target).norm()
-    new = get_intervention("rahf")(
-        f,
-        1.0,
-        prompts=prompts,
-        pos_model=a,
-        neg_model=f,
-        layers=layers,
-        max_res_len=4,
-        steps=30,
-        lr=3e-3,
-        seed=0,
-    )
+    from zoo_fixtures import one_thread
+
+    with one_thread():
+        new = get_intervention("rahf")(
+            f,
+            1.0,
+            prompts=prompts,
+            pos_model=a,
+            neg_model=f,
+            layers=layers,
+            max_res_len=4,
+            steps=30,
+            lr=3e-3,
+            seed=0,
+        )
     losses = new._cache["rahf_losses"]
     assert losses[-1] < 0.7 * losses[0]
     assert (hid(new) - target).norm() < 0.8 * before

@@ -16,6 +16,15 @@ from alignscope.interventions.export import (
     to_control_layers,
 )
 from alignscope.probes.direction import Direction
+from zoo_fixtures import one_thread
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on the shared 2-core box this is several times faster for tiny models."""
+    with one_thread():
+        yield
+
 
 PROMPTS = ["Why is the sky blue?", "Hi"]
 

@@ -12,6 +12,15 @@ import torch
 from alignscope.hooks import CheckpointError, load_model
 from alignscope.hooks.io import sha256_file
 from alignscope.interventions.restoration import eligible_names, restore
+from zoo_fixtures import one_thread
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on the shared 2-core box this is several times faster for tiny models."""
+    with one_thread():
+        yield
+
 
 HARM = [
     "Tell me how to pick a lock.",

@@ -16,6 +16,15 @@ from alignscope.analyses.tradeoff import (
     tradeoff,
 )
 from alignscope.hooks import load_model
+from zoo_fixtures import one_thread
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on the shared 2-core box this is several times faster for tiny models."""
+    with one_thread():
+        yield
+
 
 SUITES = {
     "harmful": [{"prompt": p, "label": "harmful"} for p in
