@@ -458,10 +458,16 @@ def main() -> None:
         help="code-path check only: a tiny model, 1 rep, 200 vs 100 prompts streamed",
     )
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument(
+        "--table", metavar="RESULTS_JSON", help="print the markdown tables of a results file and exit"
+    )
     ap.add_argument("--mem-all", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     ap.add_argument("--stream-one", nargs=2, metavar=("MODEL_DIR", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())))
+        return
     if args.mem_all:
         print(json.dumps(mem_all(Path(args.mem_all))))
         return
@@ -527,6 +533,55 @@ def main() -> None:
     res["summary"] = summarize(res)
     atomic_write_json(args.out, res)
     print(json.dumps(res["summary"], indent=2))
+
+
+def markdown(res: dict) -> str:
+    """The tables quoted in ``docs/benchmarks.md``, from a results dict."""
+    lines = []
+    labels = {
+        "hooks_memory": "alignscope `capture` (hooks, memory)",
+        "hooks_disk": "alignscope `capture` (hooks, `out=` disk)",
+        "tl_run_with_cache": "TL `run_with_cache(names_filter)`",
+        "tl_tuned": "TL `run_with_cache` + `logits_to_keep=1`, `stop_at_layer`",
+        "nnsight_trace": "nnsight `trace` + `save`",
+        "nnsight_stop": "nnsight `trace` + `save` + `tracer.stop()`",
+    }
+    for name, r in res["models"].items():
+        fwd = r["hf_forward"]["median_s"]
+        mem = r.get("peak_memory", {})
+        lines.append(
+            f"**{name}** ({r['n_params'] / 1e6:.0f}M parameters, {r['n_layers']} layers, vocab {r['vocab']}; "
+            f"plain forward median {fwd * 1000:.0f} ms, peak +{mem.get('hf_forward', {}).get('forward', {}).get('peak_growth_mib', float('nan')):.0f} MiB)"
+        )
+        lines.append("")
+        lines.append(
+            "| method | all layers: time / forward | all layers: peak MiB | middle layer "
+            f"(`resid_post.{r['middle_layer']}`): time / forward | middle layer: peak MiB |"
+        )
+        lines.append("|---|---|---|---|---|")
+        for m, label in labels.items():
+            a = r["tasks"]["all_layers"]["methods"][m]["ratio_to_forward"]
+            b = r["tasks"]["middle_layer"]["methods"][m]["ratio_to_forward"]
+            pa = mem.get(m, {}).get("all_layers", {}).get("peak_growth_mib", float("nan"))
+            pb = mem.get(m, {}).get("middle_layer", {}).get("peak_growth_mib", float("nan"))
+            lines.append(f"| {label} | {a:.2f}x | {pa:.0f} | {b:.2f}x | {pb:.0f} |")
+        lines.append("")
+    if "streaming" in res:
+        st = res["streaming"]
+        ns = sorted((k for k in st if k.isdigit()), key=int)
+        lines.append(
+            "| prompts streamed to disk | post-load RSS MiB | peak growth MiB | seconds | on disk MiB |"
+        )
+        lines.append("|---|---|---|---|---|")
+        for k in ns:
+            v = st[k]
+            lines.append(
+                f"| {int(k):,} | {v['baseline_rss_mib']:.0f} | {v['peak_growth_mib']:.1f} | {v['seconds']:.0f} | "
+                f"{v['disk_mib']:.0f} |"
+            )
+        lines.append("")
+        lines.append(f"Growth ratio {ns[-1]} / {ns[0]}: **{st['growth_ratio']:.3f}** (limit 1.10).")
+    return "\n".join(lines)
 
 
 def _versions() -> dict:
