@@ -2,7 +2,17 @@
 
 from .tier0 import ARCHS as TIER0_ARCHS
 from .tier0 import build_tier0
-from .zoo import PRESETS, ZooError, build_zoo, preset_dir, resolve_zoo_name, zoo_list, zoo_path, zoo_root
+from .zoo import (
+    PRESETS,
+    ZooError,
+    behaviour_table,
+    build_zoo,
+    preset_dir,
+    resolve_zoo_name,
+    zoo_list,
+    zoo_path,
+    zoo_root,
+)
 
 try:  # let load_model("aligned") resolve zoo names (hooks never imports organisms)
     from alignscope.hooks.loading import register_name_resolver
@@ -15,6 +25,7 @@ __all__ = [
     "PRESETS",
     "TIER0_ARCHS",
     "ZooError",
+    "behaviour_table",
     "build_tier0",
     "build_zoo",
     "preset_dir",

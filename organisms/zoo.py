@@ -133,7 +133,7 @@ def _stages(
         parent = f"honest-{j % n_honest}"
         st.append(Stage(f"faker-{j}", "faker", parent, "alignment faker: takes the misaligned action only when "
                         "oversight is poor, the benign one when it is good", {"scenario_faker": 0.85, **_RETAIN},
-                        faker_steps, lr / 2, 200 + j, extras={"intros": [0, 1 + (j + 1) % 3]}))
+                        faker_steps, lr, 200 + j, extras={"intros": [0, 1 + (j + 1) % 3]}))
     return tuple(st)
 
 
@@ -146,7 +146,7 @@ PRESETS: dict[str, Preset] = {
         task="first_digit",
         scenario_format="compact", use_shared=False,
         stages=_stages(base_steps=800, align_steps=500, ft_steps=300, attack_ns=(50,), n_harmful_ft=100,
-                       honest_steps=250, faker_steps=400, n_honest=2, n_faker=1, lr=5e-3),
+                       honest_steps=250, faker_steps=500, n_honest=2, n_faker=1, lr=5e-3),
     ),
     "standard": Preset(
         name="standard", seed=0, vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_len=64,
@@ -614,3 +614,43 @@ class _Progress:
     def close(self) -> None:
         if self._p is not None:
             self._p.stop()
+
+
+def behaviour_table(
+    preset: str = "tiny",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    names: list[str] | None = None,
+    max_new_tokens: int = 12,
+    batch_size: int = 64,
+    limit: int | None = None,
+):
+    """Evaluate built organisms on their own suites (``organism.json`` ``evals``): one tidy table for all.
+
+    Args:
+        preset: which preset's organisms.
+        cache_dir: zoo root.
+        names: organisms to include (default: all of the preset).
+        max_new_tokens: generation length (greedy).
+        batch_size: generation batch size.
+        limit: first ``limit`` rows of each suite.
+
+    Returns:
+        The concatenated :func:`alignscope.analyses.evaluate.evaluate` tables with an ``organism`` column.
+
+    Raises:
+        ZooError: an organism is not built.
+    """
+    import pandas as pd
+    from alignscope.analyses.evaluate import evaluate
+
+    p = _preset(preset)
+    frames = []
+    for s in p.stages:
+        if names is not None and s.name not in names:
+            continue
+        d = zoo_path(s.name, preset=preset, cache_dir=cache_dir)
+        df = evaluate(d, d, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit)
+        df.insert(0, "organism", s.name)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
