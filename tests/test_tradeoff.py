@@ -158,3 +158,16 @@ def test_batched_sweep_equals_separate_on_trained_organism():
     assert list(b["completion"]) == list(s["completion"])
     by = b.groupby("strength")["completion"].apply(tuple)
     assert by[-6.0] != by[0.0] or by[6.0] != by[0.0]  # the strengths change the generations
+
+
+def test_failed_write_leaves_no_run_dir(tmp_path):
+    """write_run fails after the CSV/Parquet are already in its temp dir (no 'suite' column for the Pareto step):
+    nothing appears under the run directory's parent."""
+    from alignscope.analyses.tradeoff import write_run
+
+    df = pd.DataFrame({"intervention": ["s"] * 3, "strength": [0.0, 1.0, 2.0], "metric": ["behaviour"] * 3,
+                       "value": [0.1, 0.5, 0.9]})  # fmt: skip
+    df.attrs["fits"] = {"s": {}}  # skip fitting: the failure happens inside the temp dir
+    with pytest.raises(KeyError):
+        write_run(df, tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
