@@ -259,7 +259,7 @@ def find_candidates(
             prov["eoi_ids"] = h.eoi_ids()
         except AlignscopeError:
             pass
-    if "capture_seconds" not in prov and meta:
+    if meta:
         prov["capture_backend"] = meta.get("backend")
     cands = Candidates(torch.stack(vecs), poss, lays, method, provenance=prov, info=infos)
     return cands, torch.stack(steers)
