@@ -631,10 +631,17 @@ def select_candidate(
         )
         only = Counter(r["discarded_by"][0] for r in rows if len(r["discarded_by"]) == 1)
         alone = ", ".join(f"{only[w]} by {labels[w]} alone" for w in only)
+        small = (
+            f"With {n_layers} layers the last-{prune_layer_frac:.0%} rule keeps only layers < {max_layer}: pass "
+            "prune_layer_frac=0.0 (CLI: --prune-layer-frac 0). "
+            if max_layer <= 1 and counts["late_layer"]
+            else ""
+        )
         raise SelectionError(
             f"no candidate direction survived selection: all {len(rows)} were discarded ({parts}"
             f"{'; ' + alone if alone else ''}).",
-            "Relax the filter that removed most of them (kl_threshold=..., induce_refusal_threshold=..., "
+            small
+            + "Relax the filter that removed most of them (kl_threshold=..., induce_refusal_threshold=..., "
             "prune_layer_frac=...), pass layers=... / positions=... with more candidates, or check the refusal "
             "tokens and that the model refuses the harmful validation prompts.",
         )

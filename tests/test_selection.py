@@ -168,3 +168,8 @@ def test_no_survivor_error_names_the_filters():
     assert "2 with KL > 0.1" in msg
     assert "1 with layer >= 4" in msg
     assert "Fix:" in msg and "kl_threshold" in msg
+    assert "prune_layer_frac=0.0" not in msg
+    # a 2-layer model: the hint names the layer rule
+    c2 = _cands([0, 1])
+    with pytest.raises(SelectionError, match="With 2 layers"):
+        select_candidate(c2, _scores([-1.0, -1.0], [-1.0, 1.0], [0.0, 0.0]), 2)
