@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from alignscope.hooks.smollm2 import smollm2_checkpoint
     from alignscope.interventions.steering import ablate, steer
     from alignscope.probes.find import find_direction
-    from alignscope.probes.selection import greedy_completions, substring_refusal
+    from alignscope.probes.selection import SelectionError, greedy_completions, substring_refusal
 
     t0 = time.time()
     h = load_model(smollm2_checkpoint())
@@ -56,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     harm_tr, harm_val, harm_te = adv[:n], adv[n : n + v], jbb[:t]
     safe_tr, safe_val, safe_te = alp[:n], alp[n : n + v], alp[n + v : n + v + t]
     layers = [int(x) for x in a.layers.split(",")]
-    d, res = find_direction(
-        h,
-        harm_tr,
-        safe_tr,
+    kw = dict(
         val_harmful=harm_val,
         val_harmless=safe_val,
         positions="last",
@@ -70,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         max_rows=64,
         return_selection=True,
     )
+    paper_rule = "ok"
+    try:
+        d, res = find_direction(h, harm_tr, safe_tr, **kw)
+    except SelectionError as e:  # record it, then show the candidates with the KL / steering filters off
+        paper_rule = str(e)
+        d, res = find_direction(
+            h, harm_tr, safe_tr, kl_threshold=float("inf"), induce_refusal_threshold=-float("inf"), **kw
+        )
     t_find = time.time() - t0
 
     def refusal(ps: list[str]) -> float:
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "direction": {"site": d.site, "position": d.position, "norm": d.norm, **d.provenance["selection"]},
         "refusal_tokens": d.provenance["refusal"]["refusal_token_strings"],
         "candidates": res.rows,
+        "paper_rule": paper_rule,
         "seconds_find": round(t_find, 1),
     }
     out["harmful_test_baseline"] = refusal(harm_te)
