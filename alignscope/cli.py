@@ -255,13 +255,29 @@ def directions(
     out: Path = typer.Option(..., "--out", help="output directory (direction + candidate scores)"),
     method: str = typer.Option("diff_means", help="diff_means | pca | logistic | mean"),
     column: str | None = typer.Option(None, help="prompt column for .jsonl/.csv files"),
+    positions: str = typer.Option("eoi,last", help="candidate positions, comma-separated"),
+    layers: str | None = typer.Option(None, help="candidate layers, comma-separated (default: all)"),
+    prune_layer_frac: float = typer.Option(0.2, help="discard the last fraction of layers (Arditi: 0.2)"),
+    kl_threshold: float = typer.Option(0.1, help="discard candidates whose ablation KL exceeds this"),
     seed: int = typer.Option(0),
 ) -> None:
     from alignscope.hooks import AlignscopeError
     from alignscope.probes.find import directions_cli
 
     try:
-        res = directions_cli(model, harmful, harmless, out, method=method, column=column, seed=seed)
+        res = directions_cli(
+            model,
+            harmful,
+            harmless,
+            out,
+            method=method,
+            column=column,
+            seed=seed,
+            positions=tuple(p for p in positions.split(",") if p),
+            layers=[int(x) for x in layers.split(",")] if layers else None,
+            prune_layer_frac=prune_layer_frac,
+            kl_threshold=kl_threshold,
+        )
     except AlignscopeError as e:
         _fail(e)
     print(

@@ -118,3 +118,9 @@ def test_audit_cli_gate_exit_code(tiny_paths, tmp_path):
     )
     assert gated.exit_code == 1, gated.output  # an impossible threshold flags it: the gate fails
     assert (tmp_path / "b" / "report.html").exists()
+
+
+def test_zoo_names_resolve_through_the_front_door(tiny_zoo):
+    h = load_model("aligned")
+    assert h.path is not None and h.path.endswith("aligned")
+    assert (tiny_zoo["aligned"] / "organism.json").exists()
