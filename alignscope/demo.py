@@ -304,7 +304,13 @@ def stage_faking(out: Path, preset: str, ctx: dict) -> list[str]:
     honest = sorted(n for n in z if n.startswith("honest-"))
     fakers = sorted(n for n in z if n.startswith("faker-"))
     pairs = [(z[h], z[f]) for h in honest for f in fakers]
-    df = run_faking_benchmark(pairs, seed=SEED, out_md=out / "faking.md", out_json=out / "faking.json")
+    # every strategy but learning_speed (it fine-tunes copies: minutes) — `alignscope faking` runs them all
+    from alignscope.probes.faking import list_detectors
+
+    dets = [d for d in list_detectors() if d != "learning_speed"]
+    df = run_faking_benchmark(
+        pairs, seed=SEED, detectors=dets, out_md=out / "faking.md", out_json=out / "faking.json"
+    )
     console.print(benchmark_markdown(df))
     best = df.sort_values("accuracy", ascending=False).iloc[0] if "accuracy" in df else None
     line = f"faking detectors on {len(pairs)} pairs ({2 * len(pairs)} ordered): faking.md"
@@ -321,7 +327,7 @@ def stage_audit(out: Path, preset: str, ctx: dict) -> list[str]:
     z = ctx["zoo"]
     names = [n for n in z if n != "aligned"]
     honest = sorted(n for n in z if n.startswith("honest-"))
-    cfg = AuditConfig(honest_reference=str(z[honest[0]]) if honest else None, limit=40, seed=SEED)
+    cfg = AuditConfig(honest_reference=str(z[honest[0]]) if honest else None, limit=32, seed=SEED)
     res = audit(
         [str(z[n]) for n in names],
         z["aligned"],
