@@ -41,17 +41,13 @@ def run_hooks_backend(
 ) -> dict[str, torch.Tensor]:
     """One batch through plain PyTorch hooks; stops after the deepest site."""
     model, adapter = handle.model, handle.adapter
-    n = handle.n_layers
-    deepest = max(sites, key=lambda s: s.depth(n))
     out: dict[str, torch.Tensor] = {}
     handles = []
 
     def make(site: Site):
-        stop = site == deepest and site.kind != "logits"
-
         def fn(h: torch.Tensor):
             out[site.name] = reduce(h.detach()).float()
-            if stop and len(out) == len(sites):
+            if len(out) == len(sites):  # every site captured: nothing later is needed (no later blocks, no head)
                 raise _StopForward
             return None
 

@@ -126,6 +126,9 @@ def test_early_stop_skips_later_blocks_and_head(tiny_paths):
         called.clear()
         capture(h, PROMPTS, "final", "last")
         assert "head" not in called and len(called) == h.n_layers
+        called.clear()
+        capture(h, PROMPTS, ["embed", "resid_pre.0"], "last")  # two sites at the same hook point
+        assert called == [0]
     finally:
         for x in hooks:
             x.remove()
