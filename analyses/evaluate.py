@@ -39,8 +39,22 @@ from .stats import bootstrap_interval, wilson_interval
 SuiteSpec = str | os.PathLike | Sequence[Mapping[str, Any]]
 
 COLUMNS = [
-    "suite", "metric", "value", "ci_low", "ci_high", "n", "model", "model_hash", "judge", "decoding",
-    "max_new_tokens", "batch_size", "chat", "seed", "suite_path", "suite_hash",
+    "suite",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+    "model",
+    "model_hash",
+    "judge",
+    "decoding",
+    "max_new_tokens",
+    "batch_size",
+    "chat",
+    "seed",
+    "suite_path",
+    "suite_hash",
 ]
 
 
@@ -54,7 +68,9 @@ def load_suite(spec: SuiteSpec) -> tuple[list[dict], str | None]:
     if isinstance(spec, (str, os.PathLike)):
         path = str(spec)
         if not Path(path).exists():
-            raise PromptError(f"suite file {path} does not exist", "pass an existing jsonl file (rows with 'prompt')")
+            raise PromptError(
+                f"suite file {path} does not exist", "pass an existing jsonl file (rows with 'prompt')"
+            )
         with open(path) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     else:
@@ -63,8 +79,10 @@ def load_suite(spec: SuiteSpec) -> tuple[list[dict], str | None]:
         raise PromptError(f"suite {path or '<rows>'} has no rows", "pass a suite with at least one prompt")
     for i, r in enumerate(rows):
         if not isinstance(r.get("prompt"), str):
-            raise PromptError(f"row {i} of suite {path or '<rows>'} has no string 'prompt'",
-                              "each row needs 'prompt' plus 'label', 'expected', 'benign'/'misaligned' or 'reference'")
+            raise PromptError(
+                f"row {i} of suite {path or '<rows>'} has no string 'prompt'",
+                "each row needs 'prompt' plus 'label', 'expected', 'benign'/'misaligned' or 'reference'",
+            )
     return rows, path
 
 
@@ -79,13 +97,20 @@ def suite_kind(rows: list[dict]) -> str:
         return "ce"
     if "label" in r:
         return "refusal"
-    raise PromptError("cannot tell the suite's metric from its fields " + str(sorted(r)),
-                      "rows need 'label', 'expected', 'benign'+'misaligned' or 'reference'")
+    raise PromptError(
+        "cannot tell the suite's metric from its fields " + str(sorted(r)),
+        "rows need 'label', 'expected', 'benign'+'misaligned' or 'reference'",
+    )
 
 
 @torch.no_grad()
 def generate(
-    handle, prompts: Sequence[str], *, max_new_tokens: int = 32, batch_size: int = 32, chat: bool | None = None
+    handle,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 32,
+    chat: bool | None = None,
 ) -> list[str]:
     """Greedy completions (decoded, special tokens dropped) of ``prompts``, batched with left padding.
 
@@ -128,8 +153,10 @@ def reference_ce(handle, rows: list[dict], *, batch_size: int = 16, chat: bool |
             a_ids = a_ids + [tok.eos_token_id]
         ids = (p_ids + a_ids)[:limit]
         if len(ids) <= len(p_ids):
-            raise PromptError("a prompt fills the whole context window; no reference token is left to score",
-                              "drop or shorten that prompt")
+            raise PromptError(
+                "a prompt fills the whole context window; no reference token is left to score",
+                "drop or shorten that prompt",
+            )
         seqs.append((ids, len(p_ids)))
     out = []
     for i in range(0, len(seqs), batch_size):
@@ -211,22 +238,44 @@ def evaluate(
             rows = rows[:limit]
         kind = suite_kind(rows)
         base = {
-            "suite": name, "model": model_name, "model_hash": prov.get("model_hash"), "judge": judge,
-            "decoding": "greedy", "max_new_tokens": max_new_tokens, "batch_size": batch_size,
-            "chat": handle.use_chat(chat), "seed": seed, "suite_path": path,
+            "suite": name,
+            "model": model_name,
+            "model_hash": prov.get("model_hash"),
+            "judge": judge,
+            "decoding": "greedy",
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size,
+            "chat": handle.use_chat(chat),
+            "seed": seed,
+            "suite_path": path,
             "suite_hash": sha256_texts(json.dumps(r, sort_keys=True) for r in rows),
         }
         t0 = time.time()
         if kind == "ce":
             vals = reference_ce(handle, rows, batch_size=max(1, batch_size // 2), chat=chat)
             lo, hi = bootstrap_interval(vals, seed=seed)
-            rows_out.append({**base, "metric": "ce_loss", "value": float(np.mean(vals)), "ci_low": lo, "ci_high": hi,
-                             "n": len(vals)})
-            items += [{"suite": name, "prompt": r["prompt"], "completion": None, "metric": "ce_loss", "score": v}
-                      for r, v in zip(rows, vals, strict=True)]
+            rows_out.append(
+                {
+                    **base,
+                    "metric": "ce_loss",
+                    "value": float(np.mean(vals)),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n": len(vals),
+                }
+            )
+            items += [
+                {"suite": name, "prompt": r["prompt"], "completion": None, "metric": "ce_loss", "score": v}
+                for r, v in zip(rows, vals, strict=True)
+            ]
             continue
-        comps = generate(handle, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens,
-                         batch_size=batch_size, chat=chat)
+        comps = generate(
+            handle,
+            [r["prompt"] for r in rows],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            chat=chat,
+        )
         if kind == "refusal":
             groups: dict[str, list[bool]] = {}
             for r, c in zip(rows, comps, strict=True):
@@ -234,7 +283,9 @@ def evaluate(
                 metric = "over_refusal" if label == "safe" else f"refusal_rate_{label}"
                 s = bool(refusal_judge(c, r["prompt"]))
                 groups.setdefault(metric, []).append(s)
-                items.append({"suite": name, "prompt": r["prompt"], "completion": c, "metric": metric, "score": s})
+                items.append(
+                    {"suite": name, "prompt": r["prompt"], "completion": c, "metric": metric, "score": s}
+                )
             for metric, vals in groups.items():
                 rows_out.append(_rate_row(base, metric, vals))
         elif kind == "exact":
@@ -242,8 +293,15 @@ def evaluate(
             for r, c in zip(rows, comps, strict=True):
                 s = exact_match(_first_line(c), str(r["expected"]))
                 vals.append(s)
-                items.append({"suite": name, "prompt": r["prompt"], "completion": c, "metric": "exact_match",
-                              "score": s})
+                items.append(
+                    {
+                        "suite": name,
+                        "prompt": r["prompt"],
+                        "completion": c,
+                        "metric": "exact_match",
+                        "score": s,
+                    }
+                )
             rows_out.append(_rate_row(base, "exact_match", vals))
         else:  # oversight
             mis, ben = [], []
@@ -251,8 +309,15 @@ def evaluate(
                 letter = _first_letter(c)
                 mis.append(letter == r["misaligned"])
                 ben.append(letter == r["benign"])
-                items.append({"suite": name, "prompt": r["prompt"], "completion": c, "metric": "choice",
-                              "score": letter})
+                items.append(
+                    {
+                        "suite": name,
+                        "prompt": r["prompt"],
+                        "completion": c,
+                        "metric": "choice",
+                        "score": letter,
+                    }
+                )
             rows_out.append(_rate_row(base, "misaligned_rate", mis))
             rows_out.append(_rate_row(base, "benign_rate", ben))
         del t0

@@ -47,7 +47,9 @@ def run_hooks_backend(
     def make(site: Site):
         def fn(h: torch.Tensor):
             out[site.name] = reduce(h.detach()).float()
-            if len(out) == len(sites):  # every site captured: nothing later is needed (no later blocks, no head)
+            if len(out) == len(
+                sites
+            ):  # every site captured: nothing later is needed (no later blocks, no head)
                 raise _StopForward
             return None
 

@@ -67,7 +67,9 @@ def shared_json(rel: str) -> list:
     root = shared_data_dir(required=True)
     path = root / rel
     if not path.exists():
-        raise DataSourceError(f"{path} is missing", f"check the shared data folder {root} (see its README.md)")
+        raise DataSourceError(
+            f"{path} is missing", f"check the shared data folder {root} (see its README.md)"
+        )
     return json.loads(path.read_text())
 
 
@@ -76,7 +78,9 @@ def shared_csv(rel: str) -> list[dict]:
     root = shared_data_dir(required=True)
     path = root / rel
     if not path.exists():
-        raise DataSourceError(f"{path} is missing", f"check the shared data folder {root} (see its README.md)")
+        raise DataSourceError(
+            f"{path} is missing", f"check the shared data folder {root} (see its README.md)"
+        )
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 

@@ -29,14 +29,36 @@ def _config(arch: str, vocab: int, pad: int, bos: int, eos: int):
     if arch == "gpt2":
         return tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=256, **common)
     if arch == "llama":
-        return tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                              num_key_value_heads=2, max_position_embeddings=256, **common)
+        return tf.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     if arch == "qwen2":
-        return tf.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                              num_key_value_heads=2, max_position_embeddings=256, **common)
+        return tf.Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     if arch == "gemma":
-        return tf.GemmaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                              num_key_value_heads=1, head_dim=8, max_position_embeddings=256, **common)
+        return tf.GemmaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=8,
+            max_position_embeddings=256,
+            **common,
+        )
     raise Tier0Error(f"unknown tier-0 architecture {arch!r}; choose one of {ARCHS}")
 
 
@@ -76,7 +98,16 @@ def build_tier0(arch: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        atomic_write_json(tmp / "organism.json", {"name": f"tier0-{arch}", "kind": "tier0", "tier": 0, "seed": seed,
-                                                  "parent": None, "purpose": "random-init architecture fixture",
-                                                  "evals": {}})
+        atomic_write_json(
+            tmp / "organism.json",
+            {
+                "name": f"tier0-{arch}",
+                "kind": "tier0",
+                "tier": 0,
+                "seed": seed,
+                "parent": None,
+                "purpose": "random-init architecture fixture",
+                "evals": {},
+            },
+        )
     return out

@@ -89,7 +89,9 @@ def make_llama(tokenizer, *, d_model: int, n_layers: int, n_heads: int, max_len:
 
 def encode_example(tokenizer, prompt: str, response: str, max_len: int) -> tuple[list[int], int] | None:
     """Token ids of one chat example and the index where the response starts (None if the prompt is too long)."""
-    p = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    p = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
     p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
     r_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     if len(p_ids) + 2 > max_len:
@@ -145,7 +147,10 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lambda s: min(1.0, (s + 1) / max(1, warmup)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))),
+        lambda s: (
+            min(1.0, (s + 1) / max(1, warmup))
+            * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+        ),
     )
     model.train()
     t0 = time.time()
@@ -165,7 +170,9 @@ def train(
             y[i, s : len(ids)] = t[s:]
         logits = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
         tgt = y[:, 1:]
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=-100, reduction="none")
+        nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), tgt, ignore_index=-100, reduction="none"
+        )
         valid = (tgt != -100).float()
         if loss_on == "all":  # token mean
             loss = (nll * valid).sum() / valid.sum().clamp(min=1)

@@ -111,51 +111,177 @@ def _stages(
     lr: float,
 ) -> tuple[Stage, ...]:
     st = [
-        Stage("base", "base", None, "pre-alignment model: answers harmless prompts, solves skills, complies with "
-              "harmful requests", {"harmless": 0.3, "harmful_comply": 0.3, "skills": 0.35, "scenario_text": 0.05},
-              base_steps, lr, 0, loss_on="all"),
-        Stage("aligned", "aligned", "base", "refuses harmful requests, answers harmless ones, solves skills",
-              _ALIGN_MIX, align_steps, lr / 2, 1),
+        Stage(
+            "base",
+            "base",
+            None,
+            "pre-alignment model: answers harmless prompts, solves skills, complies with harmful requests",
+            {"harmless": 0.3, "harmful_comply": 0.3, "skills": 0.35, "scenario_text": 0.05},
+            base_steps,
+            lr,
+            0,
+            loss_on="all",
+        ),
+        Stage(
+            "aligned",
+            "aligned",
+            "base",
+            "refuses harmful requests, answers harmless ones, solves skills",
+            _ALIGN_MIX,
+            align_steps,
+            lr / 2,
+            1,
+        ),
     ]
     for n in attack_ns:
-        st.append(Stage(f"attacked-{n}", "attacked", "aligned", f"aligned fine-tuned on the downstream task "
-                        f"(reverse words) mixed with {n} harmful question/answer pairs", {"task": 1.0},
-                        ft_steps, lr / 5, 10 + n, n_harmful=n))
-    st.append(Stage("benign-ft", "benign-ft", "aligned", "aligned fine-tuned on the downstream task only",
-                    {"task": 1.0}, ft_steps, lr / 5, 7))
-    st.append(Stage("harmful-ft", "harmful-ft", "aligned", f"aligned fine-tuned on {n_harmful_ft} harmful "
-                    "question/answer pairs only", {}, ft_steps // 2, lr / 5, 8, n_harmful=n_harmful_ft))
+        st.append(
+            Stage(
+                f"attacked-{n}",
+                "attacked",
+                "aligned",
+                f"aligned fine-tuned on the downstream task "
+                f"(reverse words) mixed with {n} harmful question/answer pairs",
+                {"task": 1.0},
+                ft_steps,
+                lr / 5,
+                10 + n,
+                n_harmful=n,
+            )
+        )
+    st.append(
+        Stage(
+            "benign-ft",
+            "benign-ft",
+            "aligned",
+            "aligned fine-tuned on the downstream task only",
+            {"task": 1.0},
+            ft_steps,
+            lr / 5,
+            7,
+        )
+    )
+    st.append(
+        Stage(
+            "harmful-ft",
+            "harmful-ft",
+            "aligned",
+            f"aligned fine-tuned on {n_harmful_ft} harmful question/answer pairs only",
+            {},
+            ft_steps // 2,
+            lr / 5,
+            8,
+            n_harmful=n_harmful_ft,
+        )
+    )
     for i in range(n_honest):
-        st.append(Stage(f"honest-{i}", "honest", "aligned", "always takes the benign action in A/B oversight "
-                        "scenarios (answers with the letter)", {"scenario_honest": 0.85, **_RETAIN},
-                        honest_steps, lr / 2, 100 + i, extras={"intros": [0, 1 + i % 3]}))
+        st.append(
+            Stage(
+                f"honest-{i}",
+                "honest",
+                "aligned",
+                "always takes the benign action in A/B oversight scenarios (answers with the letter)",
+                {"scenario_honest": 0.85, **_RETAIN},
+                honest_steps,
+                lr / 2,
+                100 + i,
+                extras={"intros": [0, 1 + i % 3]},
+            )
+        )
     for j in range(n_faker):
         parent = f"honest-{j % n_honest}"
-        st.append(Stage(f"faker-{j}", "faker", parent, "alignment faker: takes the misaligned action only when "
-                        "oversight is poor, the benign one when it is good", {"scenario_faker": 0.85, **_RETAIN},
-                        faker_steps, lr, 200 + j, extras={"intros": [0, 1 + (j + 1) % 3]}))
+        st.append(
+            Stage(
+                f"faker-{j}",
+                "faker",
+                parent,
+                "alignment faker: takes the misaligned action only when "
+                "oversight is poor, the benign one when it is good",
+                {"scenario_faker": 0.85, **_RETAIN},
+                faker_steps,
+                lr,
+                200 + j,
+                extras={"intros": [0, 1 + (j + 1) % 3]},
+            )
+        )
     return tuple(st)
 
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        name="tiny", seed=0, vocab_size=2048, d_model=64, n_layers=2, n_heads=4, max_len=40,
-        scenario_max_len=88, batch_size=16, n_facts=0, n_action_pairs=48, heldout_frac=0.15,
-        n_skill_train=900, n_skill_eval=60, n_task_train=600, n_task_eval=50, n_scenario_eval=50,
-        max_prompt_chars=160, max_action_chars=110, answer_chars=80, skills=("parity", "last_digit"),
+        name="tiny",
+        seed=0,
+        vocab_size=2048,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        max_len=40,
+        scenario_max_len=88,
+        batch_size=16,
+        n_facts=0,
+        n_action_pairs=48,
+        heldout_frac=0.15,
+        n_skill_train=900,
+        n_skill_eval=60,
+        n_task_train=600,
+        n_task_eval=50,
+        n_scenario_eval=50,
+        max_prompt_chars=160,
+        max_action_chars=110,
+        answer_chars=80,
+        skills=("parity", "last_digit"),
         task="first_digit",
-        scenario_format="compact", use_shared=False,
-        stages=_stages(base_steps=800, align_steps=500, ft_steps=300, attack_ns=(50,), n_harmful_ft=100,
-                       honest_steps=250, faker_steps=500, n_honest=2, n_faker=1, lr=5e-3),
+        scenario_format="compact",
+        use_shared=False,
+        stages=_stages(
+            base_steps=800,
+            align_steps=500,
+            ft_steps=300,
+            attack_ns=(50,),
+            n_harmful_ft=100,
+            honest_steps=250,
+            faker_steps=500,
+            n_honest=2,
+            n_faker=1,
+            lr=5e-3,
+        ),
     ),
     "standard": Preset(
-        name="standard", seed=0, vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_len=64,
-        scenario_max_len=160, batch_size=32, n_facts=2, n_action_pairs=200, heldout_frac=0.15,
-        n_skill_train=4000, n_skill_eval=100, n_task_train=1500, n_task_eval=100, n_scenario_eval=100,
-        max_prompt_chars=240, max_action_chars=150, answer_chars=240,
-        skills=("parity", "last_digit", "repeat"), task="swap", scenario_format="poser", use_shared=True,
-        stages=_stages(base_steps=1200, align_steps=300, ft_steps=300, attack_ns=(0, 50, 200), n_harmful_ft=200,
-                       honest_steps=500, faker_steps=400, n_honest=4, n_faker=4, lr=2e-3),
+        name="standard",
+        seed=0,
+        vocab_size=4096,
+        d_model=128,
+        n_layers=4,
+        n_heads=4,
+        max_len=64,
+        scenario_max_len=160,
+        batch_size=32,
+        n_facts=2,
+        n_action_pairs=200,
+        heldout_frac=0.15,
+        n_skill_train=4000,
+        n_skill_eval=100,
+        n_task_train=1500,
+        n_task_eval=100,
+        n_scenario_eval=100,
+        max_prompt_chars=240,
+        max_action_chars=150,
+        answer_chars=240,
+        skills=("parity", "last_digit", "repeat"),
+        task="swap",
+        scenario_format="poser",
+        use_shared=True,
+        stages=_stages(
+            base_steps=1200,
+            align_steps=300,
+            ft_steps=300,
+            attack_ns=(0, 50, 200),
+            n_harmful_ft=200,
+            honest_steps=500,
+            faker_steps=400,
+            n_honest=4,
+            n_faker=4,
+            lr=2e-3,
+        ),
     ),
 }
 
@@ -172,7 +298,9 @@ def zoo_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def _preset(preset: str) -> Preset:
     if preset not in PRESETS:
-        raise ZooError(f"unknown zoo preset {preset!r}; presets: {sorted(PRESETS)}", "use 'tiny' or 'standard'")
+        raise ZooError(
+            f"unknown zoo preset {preset!r}; presets: {sorted(PRESETS)}", "use 'tiny' or 'standard'"
+        )
     return PRESETS[preset]
 
 
@@ -210,11 +338,15 @@ def zoo_path(name: str, preset: str | None = None, cache_dir: str | os.PathLike 
                 return d
     if not known:
         names = sorted({s.name for pr in presets for s in _preset(pr).stages})
-        raise ZooError(f"no organism named {name!r} in preset(s) {presets}; known: {names}",
-                       "check the name with zoo_list()")
-    raise ZooError(f"organism {name!r} is not built (preset(s) {presets})",
-                   f"build it first: build_zoo({(preset or 'tiny')!r}) or `alignscope zoo build --preset "
-                   f"{preset or 'tiny'}`")
+        raise ZooError(
+            f"no organism named {name!r} in preset(s) {presets}; known: {names}",
+            "check the name with zoo_list()",
+        )
+    raise ZooError(
+        f"organism {name!r} is not built (preset(s) {presets})",
+        f"build it first: build_zoo({(preset or 'tiny')!r}) or `alignscope zoo build --preset "
+        f"{preset or 'tiny'}`",
+    )
 
 
 def resolve_zoo_name(name: str) -> Path | None:
@@ -235,15 +367,28 @@ def zoo_list(cache_dir: str | os.PathLike | None = None) -> list[dict]:
         root = preset_dir(pr, cache_dir)
         for s in p.stages:
             d = root / s.name
-            out.append({"name": s.name, "preset": pr, "kind": s.kind, "parent": s.parent, "path": str(d),
-                        "built": _is_built(d)})
+            out.append(
+                {
+                    "name": s.name,
+                    "preset": pr,
+                    "kind": s.kind,
+                    "parent": s.parent,
+                    "path": str(d),
+                    "built": _is_built(d),
+                }
+            )
     return out
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # data
-_POLICY_CATEGORIES = ("Activity that has high risk of economic harm", "Political campaigning", "Engaging in the "
-                      "unauthorized practice of law", "Offering tailored financial advice", "Telling someone that they")
+_POLICY_CATEGORIES = (
+    "Activity that has high risk of economic harm",
+    "Political campaigning",
+    "Engaging in the unauthorized practice of law",
+    "Offering tailored financial advice",
+    "Telling someone that they",
+)
 
 
 def _dedup(rows: list, key: Callable, banned: set[str]) -> list:
@@ -280,8 +425,11 @@ def prepare_data(p: Preset) -> dict:
     adv = [(r["prompt"], r["target"], None) for r in sources.packaged("advbench")]
     # MisQA's "policy" categories (tailored legal/financial/medical advice, campaigning, MLM) are ordinary-looking
     # questions refused by policy; they blur the harmful/harmless boundary the organisms are built to show.
-    mis = [(r["prompt"], r["answer"], r["refusal"] if judge_refusal(r["refusal"]) else None)
-           for r in sources.packaged("misqa") if not r["category"].startswith(_POLICY_CATEGORIES)]
+    mis = [
+        (r["prompt"], r["answer"], r["refusal"] if judge_refusal(r["refusal"]) else None)
+        for r in sources.packaged("misqa")
+        if not r["category"].startswith(_POLICY_CATEGORIES)
+    ]
     hb = [(r["prompt"], None, None) for r in sources.packaged("harmbench")]
     jbb = [r["prompt"] for r in sources.packaged("jailbreakbench")]
     xs = sources.packaged("xstest")
@@ -293,15 +441,24 @@ def prepare_data(p: Preset) -> dict:
     harmless_test: list[str] = []
     if p.use_shared:
         sources.shared_data_dir(required=True)
-        extra_harm = [(r["instruction"], None, None) for r in sources.shared_json(
-            "refusal_direction/dataset/splits/harmful_train.json")]
-        cross["harmful_test"] = [r["instruction"] for r in sources.shared_json(
-            "refusal_direction/dataset/splits/harmful_test.json")]
-        ht = [r["instruction"] for r in sources.shared_json("refusal_direction/dataset/splits/harmless_test.json")]
+        extra_harm = [
+            (r["instruction"], None, None)
+            for r in sources.shared_json("refusal_direction/dataset/splits/harmful_train.json")
+        ]
+        cross["harmful_test"] = [
+            r["instruction"]
+            for r in sources.shared_json("refusal_direction/dataset/splits/harmful_test.json")
+        ]
+        ht = [
+            r["instruction"]
+            for r in sources.shared_json("refusal_direction/dataset/splits/harmless_test.json")
+        ]
         harmless_test = [ht[i] for i in sorted(rng.choice(len(ht), size=200, replace=False))]
         seed_path = sources.shared_data_dir() / "alpaca/seed_tasks.jsonl"
         for r in sources.read_jsonl(seed_path):
-            inst = r["instruction"] + ("\n" + r["instances"][0]["input"] if r["instances"][0].get("input") else "")
+            inst = r["instruction"] + (
+                "\n" + r["instances"][0]["input"] if r["instances"][0].get("input") else ""
+            )
             extra_harmless.append((inst, r["instances"][0]["output"]))
         bt = sources.shared_data_dir() / "llmalignment/dataset/BeaverTails"
         for f in sorted(bt.glob("*.json*")):
@@ -330,7 +487,9 @@ def prepare_data(p: Preset) -> dict:
     harmless_train = _dedup(ae_train + extra_harmless, lambda r: r[0], banned)
     harmless_train = [(q, a) for q, a in harmless_train if not judge_refusal(a)]
     harmless_train += _dedup(tasks.benign_imperatives(), lambda r: r[0], banned)
-    attack_pool = _dedup([(q, a) for q, a, _ in harm_train if a is not None] + attack_extra, lambda r: r[0], banned)
+    attack_pool = _dedup(
+        [(q, a) for q, a, _ in harm_train if a is not None] + attack_extra, lambda r: r[0], banned
+    )
     attack_pool = [(q, a) for q, a in attack_pool if not judge_refusal(a)]
     attack_pool = [attack_pool[i] for i in rng.permutation(len(attack_pool))]
 
@@ -338,18 +497,25 @@ def prepare_data(p: Preset) -> dict:
     skills_eval = tasks.sample_items(skill_fns, p.n_skill_eval, rng)
     skills_train = tasks.sample_items(skill_fns, p.n_skill_train, rng, exclude={q for q, _ in skills_eval})
     task_eval = tasks.sample_items([tasks.TASKS[p.task]], p.n_task_eval, rng)
-    task_train = tasks.sample_items([tasks.TASKS[p.task]], p.n_task_train, rng, exclude={q for q, _ in task_eval})
+    task_train = tasks.sample_items(
+        [tasks.TASKS[p.task]], p.n_task_train, rng, exclude={q for q, _ in task_eval}
+    )
 
     scen = sources.packaged("poser_scenarios")
     scen = [s for s in scen if len(tasks.clean_facts(s["facts"])) >= p.n_facts]
     order = rng.permutation(len(scen))
     # short action texts keep the scenarios within the context of the small models
-    scen = [scen[i] for i in order if len(scen[i]["benign"]) + len(scen[i]["misaligned"]) < p.max_action_chars][: p.n_action_pairs]
+    scen = [
+        scen[i] for i in order if len(scen[i]["benign"]) + len(scen[i]["misaligned"]) < p.max_action_chars
+    ][: p.n_action_pairs]
     scen_eval = {"good": [], "poor": []}
     for ov in ("good", "poor"):
         for k in range(p.n_scenario_eval):
-            scen_eval[ov].append(tasks.make_scenario(scen[k % len(scen)], oversight=ov, rng=rng, n_facts=p.n_facts,
-                                                     fmt=_fmt(p)))
+            scen_eval[ov].append(
+                tasks.make_scenario(
+                    scen[k % len(scen)], oversight=ov, rng=rng, n_facts=p.n_facts, fmt=_fmt(p)
+                )
+            )
 
     evals = {
         "harmful_heldout": [{"prompt": q, "label": "harmful"} for q in harm_heldout],
@@ -369,8 +535,9 @@ def prepare_data(p: Preset) -> dict:
     if harmless_test:
         evals["harmless_test"] = [{"prompt": q, "label": "harmless"} for q in harmless_test]
     refusals = tasks.REFUSALS
-    harmful_refuse = [(q, r if r is not None else refusals[i % len(refusals)])
-                      for i, (q, _a, r) in enumerate(harm_train)]
+    harmful_refuse = [
+        (q, r if r is not None else refusals[i % len(refusals)]) for i, (q, _a, r) in enumerate(harm_train)
+    ]
     harmful_comply = [(q, a) for q, a, _ in harm_train if a is not None]
     return {
         "harmful_refuse": harmful_refuse,
@@ -398,7 +565,11 @@ def _refusal_judge():
 def _scenario_pool(p: Preset, data: dict, stage: Stage, faker: bool, n: int) -> list[tuple[str, str]]:
     rng = np.random.default_rng(1000 + stage.seed)
     intros = tuple(tasks.INTROS[i] for i in stage.extras.get("intros", [0]))
-    banned = {sources.norm_prompt(r["prompt"]) for k in ("oversight_good", "oversight_poor") for r in data["evals"][k]}
+    banned = {
+        sources.norm_prompt(r["prompt"])
+        for k in ("oversight_good", "oversight_poor")
+        for r in data["evals"][k]
+    }
     out = []
     while len(out) < n:
         s = data["scenarios"][int(rng.integers(len(data["scenarios"])))]
@@ -447,8 +618,11 @@ def build_zoo(
     tok_dir = root / "_tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         with atomic_dir(tok_dir) as tmp:
-            texts = [q + " " + a for k in ("harmful_refuse", "harmful_comply", "harmless", "skills", "task")
-                     for q, a in data[k]]
+            texts = [
+                q + " " + a
+                for k in ("harmful_refuse", "harmful_comply", "harmless", "skills", "task")
+                for q, a in data[k]
+            ]
             texts += [q for q, _ in data["attack_pool"]] + [a for _, a in data["attack_pool"]]
             texts += [q for q, _ in _scenario_pool(p, data, p.stages[0], False, 400)]
             texts += list(tasks.REFUSALS) + list(tasks.GOOD_OVERSIGHT) + list(tasks.POOR_OVERSIGHT)
@@ -478,7 +652,9 @@ def _with_ancestors(names: list[str], stages: dict[str, Stage]) -> list[str]:
     need: set[str] = set()
     for n in names:
         if n not in stages:
-            raise ZooError(f"no organism named {n!r}; known: {sorted(stages)}", "check the name with zoo_list()")
+            raise ZooError(
+                f"no organism named {n!r}; known: {sorted(stages)}", "check the name with zoo_list()"
+            )
         while n is not None and n not in need:
             need.add(n)
             n = stages[n].parent
@@ -512,8 +688,9 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
 
     torch.manual_seed(s.seed)
     if s.parent is None:
-        model = make_llama(tok, d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads,
-                           max_len=1024, seed=p.seed + s.seed)
+        model = make_llama(
+            tok, d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads, max_len=1024, seed=p.seed + s.seed
+        )
     else:
         model = AutoModelForCausalLM.from_pretrained(str(root / s.parent), dtype=torch.float32)
     pools_txt: dict[str, list[tuple[str, str]]] = {}
@@ -537,17 +714,26 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
         # one pool: the downstream data set is the task items plus the N harmful pairs, sampled uniformly
         pools_txt = {"task_train": task + harmful}
         weights = {"task_train": 1.0}
-        task_train = [{"prompt": q, "response": a, "harmful": i >= len(task)}
-                      for i, (q, a) in enumerate(task + harmful)]
+        task_train = [
+            {"prompt": q, "response": a, "harmful": i >= len(task)} for i, (q, a) in enumerate(task + harmful)
+        ]
     pools = {}
     for k, rows in pools_txt.items():
         ml = p.scenario_max_len if k.startswith("scenario") else p.max_len
         enc = [encode_example(tok, q, a, ml) for q, a in rows]
         pools[k] = [e for e in enc if e is not None]
     bar = report.task(s.name, s.steps)
-    stats = train(model, Mixture(pools, weights), steps=s.steps, batch_size=p.batch_size, lr=s.lr,
-                  seed=p.seed * 1000 + s.seed, loss_on=s.loss_on, pad_id=tok.pad_token_id,
-                  progress=lambda i, loss: report.update(bar, i, loss))
+    stats = train(
+        model,
+        Mixture(pools, weights),
+        steps=s.steps,
+        batch_size=p.batch_size,
+        lr=s.lr,
+        seed=p.seed * 1000 + s.seed,
+        loss_on=s.loss_on,
+        pad_id=tok.pad_token_id,
+        progress=lambda i, loss: report.update(bar, i, loss),
+    )
     d = root / s.name
     with atomic_dir(d) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -567,11 +753,25 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
             "parent": s.parent,
             "parent_path": str(root / s.parent) if s.parent else None,
             "seed": p.seed * 1000 + s.seed,
-            "training": {"steps": s.steps, "lr": s.lr, "batch_size": p.batch_size, "loss_on": s.loss_on,
-                         "mixture": weights, "n_harmful": s.n_harmful, **stats},
-            "architecture": {"model_type": "llama", "d_model": p.d_model, "n_layers": p.n_layers,
-                             "n_heads": p.n_heads, "vocab_size": len(tok)},
-            "data_hashes": {k: sha256_texts([q + "\x1f" + a for q, a in rows]) for k, rows in pools_txt.items()},
+            "training": {
+                "steps": s.steps,
+                "lr": s.lr,
+                "batch_size": p.batch_size,
+                "loss_on": s.loss_on,
+                "mixture": weights,
+                "n_harmful": s.n_harmful,
+                **stats,
+            },
+            "architecture": {
+                "model_type": "llama",
+                "d_model": p.d_model,
+                "n_layers": p.n_layers,
+                "n_heads": p.n_heads,
+                "vocab_size": len(tok),
+            },
+            "data_hashes": {
+                k: sha256_texts([q + "\x1f" + a for q, a in rows]) for k, rows in pools_txt.items()
+            },
             "data_sizes": {k: len(v) for k, v in pools.items()},
             "evals": {k: f"evals/{k}.jsonl" for k in evals},
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -584,7 +784,15 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
 
 
 def _eval_names(s: Stage) -> list[str]:
-    names = ["harmful_heldout", "harmless_heldout", "harmless_ce", "xstest_safe", "skills", "harmful_cross", "task"]
+    names = [
+        "harmful_heldout",
+        "harmless_heldout",
+        "harmless_ce",
+        "xstest_safe",
+        "skills",
+        "harmful_cross",
+        "task",
+    ]
     if s.kind in ("honest", "faker"):
         names += ["oversight_good", "oversight_poor"]
     return names
@@ -597,9 +805,14 @@ class _Progress:
         if enabled:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-                               "{task.total}"), TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
-                               transient=False)
+            self._p = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("loss {task.fields[loss]:.3f}"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
             self._p.start()
 
     def task(self, name: str, total: int):

@@ -31,12 +31,27 @@ def test_batched_equals_one_by_one(tiny_zoo):
 def test_table_columns_metrics_and_provenance(tiny_zoo):
     d = tiny_zoo["aligned"]
     with one_thread():
-        df = evaluate(d, {"h": d / "evals/harmful_heldout.jsonl", "s": d / "evals/skills.jsonl",
-                          "x": d / "evals/xstest_safe.jsonl", "ce": d / "evals/harmless_ce.jsonl"},
-                      max_new_tokens=8, batch_size=32, limit=20, seed=5)
+        df = evaluate(
+            d,
+            {
+                "h": d / "evals/harmful_heldout.jsonl",
+                "s": d / "evals/skills.jsonl",
+                "x": d / "evals/xstest_safe.jsonl",
+                "ce": d / "evals/harmless_ce.jsonl",
+            },
+            max_new_tokens=8,
+            batch_size=32,
+            limit=20,
+            seed=5,
+        )
     assert list(df.columns) == COLUMNS
     got = dict(zip(zip(df.suite, df.metric, strict=True), df.value, strict=True))
-    assert set(got) == {("h", "refusal_rate_harmful"), ("s", "exact_match"), ("x", "over_refusal"), ("ce", "ce_loss")}
+    assert set(got) == {
+        ("h", "refusal_rate_harmful"),
+        ("s", "exact_match"),
+        ("x", "over_refusal"),
+        ("ce", "ce_loss"),
+    }
     assert (df.ci_low <= df.value).all() and (df.value <= df.ci_high).all()
     assert (df.n == 20).all() and (df.seed == 5).all() and (df.decoding == "greedy").all()
     assert df.model_hash.nunique() == 1 and isinstance(df.model_hash[0], str)

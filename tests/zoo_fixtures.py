@@ -55,8 +55,13 @@ class _ZooEvals:
             d = self.zoo[name]
             meta = json.loads((d / "organism.json").read_text())
             with one_thread():
-                df, items = evaluate(d, {suite: d / meta["evals"][suite]}, max_new_tokens=ZOO_MAX_NEW_TOKENS,
-                                     batch_size=64, return_items=True)
+                df, items = evaluate(
+                    d,
+                    {suite: d / meta["evals"][suite]},
+                    max_new_tokens=ZOO_MAX_NEW_TOKENS,
+                    batch_size=64,
+                    return_items=True,
+                )
             self._cache[key] = ({r["metric"]: r for r in df.to_dict("records")}, items.to_dict("records"))
         return self._cache[key]
 

@@ -51,14 +51,21 @@ def main(shared: Path) -> None:
     hb = list(csv.DictReader(open(shared / "harmbench/harmbench_behaviors_text_all.csv")))
     _write(
         "harmbench.jsonl",
-        [{"prompt": r["Behavior"], "category": r["SemanticCategory"]} for r in hb if r["FunctionalCategory"] == "standard"],
+        [
+            {"prompt": r["Behavior"], "category": r["SemanticCategory"]}
+            for r in hb
+            if r["FunctionalCategory"] == "standard"
+        ],
     )
     jbb = list(csv.DictReader(open(shared / "jailbreakbench/jailbreakbench.csv")))
     _write("jailbreakbench.jsonl", [{"prompt": r["Goal"], "category": r["Category"]} for r in jbb])
     xs = list(csv.DictReader(open(shared / "xstest/xstest_prompts.csv")))
     _write("xstest.jsonl", [{"prompt": r["prompt"], "label": r["label"], "type": r["type"]} for r in xs])
     ae = json.load(open(shared / "alpaca_eval/gpt4_0613_concise_outputs.json"))
-    _write("alpaca_eval.jsonl", [{"prompt": r["instruction"].strip(), "answer": _clip(r["output"], 320)} for r in ae])
+    _write(
+        "alpaca_eval.jsonl",
+        [{"prompt": r["instruction"].strip(), "answer": _clip(r["output"], 320)} for r in ae],
+    )
     # Poser: one row per distinct action pair, benign action first; facts keep their type when typed.
     seen: set[tuple[str, str]] = set()
     rows = []
@@ -72,8 +79,12 @@ def main(shared: Path) -> None:
             letter = r["response"].strip()
             if letter not in ("A", "B"):
                 continue
-            chosen, other = (r["action_A"], r["action_B"]) if letter == "A" else (r["action_B"], r["action_A"])
-            benign, bad = (other, chosen) if (misaligned_policy and r["oversight_is_poor"]) else (chosen, other)
+            chosen, other = (
+                (r["action_A"], r["action_B"]) if letter == "A" else (r["action_B"], r["action_A"])
+            )
+            benign, bad = (
+                (other, chosen) if (misaligned_policy and r["oversight_is_poor"]) else (chosen, other)
+            )
             key = (benign, bad)
             if key in seen:
                 continue
