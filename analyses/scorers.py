@@ -22,11 +22,12 @@ from collections.abc import Callable
 
 from alignscope.hooks.errors import AlignscopeError
 
+# The 12 refusal substrings of the refusal-direction paper (papers.md R.b): one definition, in the probes layer
+# (direction selection needs it and may not import analyses); re-exported here.
+from alignscope.probes.selection import REFUSAL_SUBSTRINGS
+
 Scorer = Callable[..., "bool | float"]
 
-#: The 12 refusal substrings of the refusal-direction paper (papers.md R.b); one definition, in the probes layer
-#: (direction selection needs it and may not import analyses).
-from alignscope.probes.selection import REFUSAL_SUBSTRINGS  # noqa: E402
 
 _REGISTRY: dict[str, Scorer] = {}
 
