@@ -40,7 +40,6 @@ def stage_smollm2_direction(out: Path, n: int = 96) -> list[str]:
     from alignscope.hooks.smollm2 import smollm2_checkpoint
     from alignscope.probes.directions import auroc, diff_of_means
 
-    t0 = time.perf_counter()
     h = load_model(smollm2_checkpoint())
     harm, safe = _shipped_prompts(n, n, SEED)
     acts_h = capture(h, harm, "resid_post.*", "last", batch_size=16)
@@ -103,11 +102,10 @@ def stage_smollm2_direction(out: Path, n: int = 96) -> list[str]:
             },
         },
     )
-    dt = time.perf_counter() - t0
     return [
         f"SmolLM2-135M-Instruct: difference-of-means direction per layer ({half}+{half} train, "
         f"{n - half}+{n - half} held out): best layer {best['layer']} with held-out AUROC {best['auroc']:.3f} "
-        f"({dt:.0f} s). Figure: {files[0].name}",
+        f"Figure: {files[0].name}",
     ]
 
 
