@@ -104,7 +104,7 @@ def stage_smollm2_direction(out: Path, n: int = 96) -> list[str]:
     )
     return [
         f"SmolLM2-135M-Instruct: difference-of-means direction per layer ({half}+{half} train, "
-        f"{n - half}+{n - half} held out): best layer {best['layer']} with held-out AUROC {best['auroc']:.3f} "
+        f"{n - half}+{n - half} held out): best layer {best['layer']} with held-out AUROC {best['auroc']:.3f}"
         f"; figure: {files[0].name}",
     ]
 
