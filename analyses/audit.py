@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from alignscope.hooks import AlignscopeError, CheckpointError, UnsafeCheckpointError, capture, load_model
 from alignscope.hooks.io import read_prompts
+from alignscope.hooks.progress import reporter
 from alignscope.hooks.version import __version__
 
 DEFAULT_THRESHOLDS: dict[str, tuple[str, float]] = {
@@ -655,7 +656,7 @@ def audit(
     done = store.done(chash)
     todo = [p for p in paths if str(p) not in done]
     total = len(paths)
-    tick = _ticker(progress, total)
+    tick = reporter(progress, total, "audit")
     tick(total - len(todo))
     if backend == "ray" and todo:
         for row in _run_ray(todo, ref, cfg, honest, ray_address):
@@ -714,19 +715,6 @@ def _run_ray(
     finally:
         if started:
             ray.shutdown()
-
-
-def _ticker(progress, total: int) -> Callable[[int | None], None]:
-    if callable(progress):
-        return lambda done: progress(done, total) if done is not None else None
-    if not progress:
-        return lambda done: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    bar = Progress("[bold]audit", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    task = bar.add_task("audit", total=total)
-    bar.start()
-    return lambda done: bar.stop() if done is None else bar.update(task, completed=done)
 
 
 def fail_on(result: AuditResult, spec: str | None) -> bool:

@@ -24,6 +24,7 @@ from .io import sha256_texts
 from .loading import ModelHandle, load_model, pad_batch
 from .plumbing import register_site_hook
 from .positions import Positions, aligned_mask, make_reducer, parse_positions
+from .progress import reporter as _reporter
 from .sites import Site, parse_sites
 from .version import __version__ as _version
 
@@ -212,7 +213,7 @@ def capture(
     t0 = time.perf_counter()
     chunks: dict[str, list[torch.Tensor]] = {s.name: [] for s in site_list}
     masks: list[torch.Tensor] = []
-    reporter = _progress(progress, len(prompts))
+    reporter = _reporter(progress, len(prompts), "capture")
     for start, batch_out, amask in iter_batches(
         handle,
         prompts,
@@ -305,24 +306,3 @@ def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
 def _cat_masks(parts: list[torch.Tensor]) -> torch.Tensor:
     T = max(p.shape[1] for p in parts)
     return torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1])) for p in parts], 0)
-
-
-def _progress(progress: bool | Callable[[int, int], None], total: int) -> Callable[[int | None], None]:
-    """A progress reporter: ``rep(done)``, ``rep(None)`` to close."""
-    if callable(progress):
-        return lambda done: progress(done, total) if done is not None else None
-    if not progress:
-        return lambda done: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress("[bold]capture", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False)
-    task = bar.add_task("capture", total=total)
-    bar.start()
-
-    def rep(done: int | None) -> None:
-        if done is None:
-            bar.stop()
-        else:
-            bar.update(task, completed=done)
-
-    return rep

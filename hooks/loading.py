@@ -107,6 +107,17 @@ class ModelHandle:
             "notes": list(self.notes),
         }
 
+    def copy(self, note: str | None = None) -> ModelHandle:
+        """A deep copy (model weights and tokenizer) to mutate freely; the copy has no path until saved."""
+        return ModelHandle(
+            model=copy.deepcopy(self.model),
+            tokenizer=copy.deepcopy(self.tokenizer),
+            adapter=self.adapter,
+            path=None,
+            source="object",
+            notes=list(self.notes) + ([note] if note else []),
+        )
+
     # ----- formatting --------------------------------------------------------------------------------------------
     def use_chat(self, chat: bool | None) -> bool:
         """Resolve ``chat=None`` (template if the tokenizer has one) and check ``chat=True`` is possible."""

@@ -51,7 +51,8 @@ def stream_capture(
     check_finite: bool,
 ) -> LazyActivations:
     """Stream a capture into ``out`` (see the module docstring). Returns the lazily loading store."""
-    from .capture import _progress, iter_batches
+    from .capture import iter_batches
+    from .progress import reporter as _reporter
 
     out.mkdir(parents=True, exist_ok=True)
     shards = out / "shards"
@@ -72,7 +73,7 @@ def stream_capture(
 
     n_batches = (len(prompts) + batch_size - 1) // batch_size
     done = {bi for bi in range(n_batches) if (shards / _shard_name(bi)).exists()}
-    reporter = _progress(progress, len(prompts))
+    reporter = _reporter(progress, len(prompts), "capture")
     reporter(len(done) * batch_size if done else 0)
     t0 = time.perf_counter()
     for start, res, amask in iter_batches(

@@ -52,7 +52,6 @@ hashes of both inputs and the prompt sets, the chosen step and its scores). Inpu
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -227,14 +226,7 @@ class _Restorer:
     def __init__(self, aligned: ModelHandle, finetuned: ModelHandle, layer_end: int, batch_size: int, chat):
         self.A, self.F = aligned, finetuned
         self.layer_end, self.bs, self.chat = layer_end, batch_size, chat
-        self.W = ModelHandle(
-            model=copy.deepcopy(finetuned.model),
-            tokenizer=copy.deepcopy(finetuned.tokenizer),
-            adapter=finetuned.adapter,
-            path=None,
-            source="object",
-            notes=list(finetuned.notes) + ["weights restored toward the aligned model (alignscope.restore)"],
-        )
+        self.W = finetuned.copy(note="weights restored toward the aligned model (alignscope.restore)")
         self.W.model.eval()
         self.names = eligible_names(self.W, layer_end)
         wp = dict(self.W.model.named_parameters())

@@ -13,7 +13,6 @@ projection (Arditi's act-add-as-weights); architectures whose projection has no 
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -28,16 +27,7 @@ def _unit(direction) -> torch.Tensor:
 
 
 def _copy_handle(model) -> ModelHandle:
-    src = load_model(model)
-    new_model = copy.deepcopy(src.model)
-    return ModelHandle(
-        model=new_model,
-        tokenizer=copy.deepcopy(src.tokenizer),
-        adapter=src.adapter,
-        path=None,
-        source="object",
-        notes=list(src.notes),
-    )
+    return load_model(model).copy()
 
 
 def _untie(handle: ModelHandle) -> None:

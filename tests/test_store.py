@@ -79,7 +79,6 @@ def test_killed_capture_resumes_without_redoing(tiny_paths, tmp_path):
     finished = {p.name: p.stat().st_mtime_ns for p in shards.glob("b*.safetensors")}
     n_batches = (len(PROMPTS) + 1) // 2
     assert 4 <= len(finished) < n_batches, "the kill did not land midway"
-    assert not list(shards.glob(".*.tmp")) or True  # temp files of the killed batch may remain; never read
     with pytest.raises(AlignscopeError, match="incomplete"):
         open_activations(out)
     h = load_model(tiny_paths["llama"])
