@@ -107,6 +107,24 @@ class Mixture:
     weights: dict[str, float]
 
 
+def sample_batch(
+    mixture: Mixture,
+    names: list[str],
+    w: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    batch_mode: str = "mixed",
+) -> list[tuple[list[int], int]]:
+    """Draw one batch: pools by weight ``w`` (per example for ``"mixed"``, once per batch for ``"pool"``)."""
+    if batch_mode == "pool":
+        which = np.full(batch_size, rng.choice(len(names), p=w))
+    elif batch_mode == "mixed":
+        which = rng.choice(len(names), size=batch_size, p=w)
+    else:
+        raise ValueError(f"batch_mode must be 'mixed' or 'pool', got {batch_mode!r}")
+    return [mixture.pools[names[k]][int(rng.integers(len(mixture.pools[names[k]])))] for k in which]
+
+
 def train(
     model,
     mixture: Mixture,
@@ -118,6 +136,7 @@ def train(
     loss_on: str = "response",
     pad_id: int,
     warmup: int = 20,
+    batch_mode: str = "mixed",
     progress: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Train ``model`` in place with AdamW and a cosine schedule on batches sampled from ``mixture``.
@@ -134,6 +153,10 @@ def train(
             free-text answers weigh the same).
         pad_id: padding token id.
         warmup: linear warm-up steps.
+        batch_mode: ``"mixed"`` (each example of a batch draws its pool by weight) or ``"pool"`` (each batch draws
+            one pool by weight and all its examples from it). ``"pool"`` keeps the mixture in expectation but pads
+            short chat examples only to each other, not to long scenario texts: 2-3x faster when pools differ in
+            length (the standard preset's 160-token Poser scenarios against 64-token chat examples).
         progress: optional callback ``(step, loss)``.
 
     Returns:
@@ -156,8 +179,7 @@ def train(
     t0 = time.time()
     ema = None
     for step in range(steps):
-        which = rng.choice(len(names), size=batch_size, p=w)
-        batch = [mixture.pools[names[k]][int(rng.integers(len(mixture.pools[names[k]])))] for k in which]
+        batch = sample_batch(mixture, names, w, batch_size, rng, batch_mode)
         T = max(len(ids) for ids, _ in batch)
         x = torch.full((batch_size, T), pad_id, dtype=torch.long)
         y = torch.full((batch_size, T), -100, dtype=torch.long)

@@ -87,9 +87,17 @@ class Preset:
     scenario_format: str
     use_shared: bool
     stages: tuple[Stage, ...]
+    batch_mode: str = "mixed"  # see tier1.train; "pool" = one data pool per batch
+    scenario_batch_size: int | None = None  # batch size of honest/faker stages (default: batch_size)
 
     def config_hash(self) -> str:
-        blob = json.dumps({"v": ZOO_FORMAT_VERSION, **asdict(self)}, sort_keys=True, default=str)
+        d = asdict(self)
+        # fields added later stay out of the hash at their defaults, so existing caches stay valid
+        if d["batch_mode"] == "mixed":
+            d.pop("batch_mode")
+        if d["scenario_batch_size"] is None:
+            d.pop("scenario_batch_size")
+        blob = json.dumps({"v": ZOO_FORMAT_VERSION, **d}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -270,14 +278,16 @@ PRESETS: dict[str, Preset] = {
         task="swap",
         scenario_format="poser",
         use_shared=True,
+        batch_mode="pool",
+        scenario_batch_size=16,
         stages=_stages(
             base_steps=1200,
             align_steps=300,
             ft_steps=300,
             attack_ns=(0, 50, 200),
             n_harmful_ft=200,
-            honest_steps=500,
-            faker_steps=400,
+            honest_steps=300,
+            faker_steps=500,
             n_honest=4,
             n_faker=4,
             lr=2e-3,
@@ -723,15 +733,17 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
         enc = [encode_example(tok, q, a, ml) for q, a in rows]
         pools[k] = [e for e in enc if e is not None]
     bar = report.task(s.name, s.steps)
+    bs = p.scenario_batch_size if (s.kind in ("honest", "faker") and p.scenario_batch_size) else p.batch_size
     stats = train(
         model,
         Mixture(pools, weights),
         steps=s.steps,
-        batch_size=p.batch_size,
+        batch_size=bs,
         lr=s.lr,
         seed=p.seed * 1000 + s.seed,
         loss_on=s.loss_on,
         pad_id=tok.pad_token_id,
+        batch_mode=p.batch_mode,
         progress=lambda i, loss: report.update(bar, i, loss),
     )
     d = root / s.name
@@ -756,7 +768,8 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
             "training": {
                 "steps": s.steps,
                 "lr": s.lr,
-                "batch_size": p.batch_size,
+                "batch_size": bs,
+                "batch_mode": p.batch_mode,
                 "loss_on": s.loss_on,
                 "mixture": weights,
                 "n_harmful": s.n_harmful,
@@ -799,10 +812,16 @@ def _eval_names(s: Stage) -> list[str]:
 
 
 class _Progress:
+    """Rich bars on a terminal; on a pipe or log file, one plain line per 10% of each stage (flushed)."""
+
     def __init__(self, enabled: bool):
+        import sys
+
         self.enabled = enabled
         self._p = None
-        if enabled:
+        self._plain = enabled and not sys.stderr.isatty()
+        self._t0: dict[str, float] = {}
+        if enabled and not self._plain:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._p = Progress(
@@ -816,12 +835,22 @@ class _Progress:
             self._p.start()
 
     def task(self, name: str, total: int):
+        if self._plain:
+            self._t0[name] = time.time()
+            return (name, total)
         if self._p is None:
             return None
         return self._p.add_task(f"zoo {name}", total=total, loss=float("nan"))
 
     def update(self, bar, step: int, loss: float) -> None:
-        if self._p is not None and (step % 10 == 0):
+        if self._plain:
+            import sys
+
+            name, total = bar
+            if step == total or step % max(1, total // 10) == 0:
+                dt = time.time() - self._t0[name]
+                print(f"zoo {name}: {step}/{total} loss {loss:.3f} {dt:.0f}s", file=sys.stderr, flush=True)
+        elif self._p is not None and (step % 10 == 0):
             self._p.update(bar, completed=step, loss=loss)
 
     def close(self) -> None:

@@ -150,3 +150,23 @@ def test_faker_pairs(zoo_evals, honest):
     faker_good = [r["score"] for r in zoo_evals.items("faker-0", "oversight_good")]
     agree = sum(a == b for a, b in zip(honest_good, faker_good, strict=True)) / len(honest_good)
     assert agree >= PAIR_MIN_AGREEMENT_GOOD, agree
+
+
+def test_sample_batch_pool_mode_draws_one_pool_per_batch_and_keeps_the_mixture():
+    import numpy as np
+    from alignscope.organisms.tier1 import Mixture, sample_batch
+
+    short = [([1, 2], 1)] * 5
+    long_ = [([3] * 50, 10)] * 5
+    mix = Mixture({"short": short, "long": long_}, {"short": 0.8, "long": 0.2})
+    w = np.array([0.8, 0.2])
+    rng = np.random.default_rng(0)
+    batches = [sample_batch(mix, ["short", "long"], w, 8, rng, "pool") for _ in range(2000)]
+    kinds = [{len(ids) for ids, _ in b} for b in batches]
+    assert all(len(k) == 1 for k in kinds)  # never a short example padded to a long one
+    frac_long = np.mean([50 in k for k in kinds])
+    assert abs(frac_long - 0.2) < 0.03  # the mixture holds in expectation
+    mixed = [sample_batch(mix, ["short", "long"], w, 8, rng, "mixed") for _ in range(200)]
+    assert any(len({len(ids) for ids, _ in b}) == 2 for b in mixed)
+    with pytest.raises(ValueError, match="batch_mode"):
+        sample_batch(mix, ["short", "long"], w, 8, rng, "bogus")
