@@ -104,8 +104,14 @@ def ours(a_dir: Path, f_dir: Path, steps: int, rate: float, bs: int, out: Path) 
             "lm_head_per_pass": False, "wall_total_s": r.report["wall_s"]}  # fmt: skip
 
 
-def zoo_table(zoo: Path, n: int) -> None:
-    """Restoration vs baselines on ``attacked-N`` of a built zoo preset directory."""
+def zoo_table(zoo: Path, n: int, rates: tuple[float, ...] = (0.01, 0.02)) -> None:
+    """Restoration vs baselines on ``attacked-N`` of a built zoo preset directory.
+
+    Sites and layer choices follow the organism's depth ``L``: restoration at the paper's defaults
+    (``layer_end = floor(2L/3)``, rate 0.002) and with every block (``layer_end = L``) at each of ``rates``;
+    the difference-of-means direction for orthogonalisation / steering at ``resid_pre.{L//2}``; RAHF on blocks
+    ``L//2 .. L-1``.
+    """
     import json
 
     from alignscope.analyses.evaluate import evaluate
@@ -115,6 +121,7 @@ def zoo_table(zoo: Path, n: int) -> None:
     from alignscope.probes.directions import diff_of_means
 
     A, F = zoo / "aligned", zoo / f"attacked-{n}"
+    L = int(json.loads((A / "config.json").read_text())["num_hidden_layers"])
 
     def rows(p):
         return [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()]
@@ -153,7 +160,7 @@ def zoo_table(zoo: Path, n: int) -> None:
     add("aligned", "-", A)
     add("attacked", "-", F)
     with tempfile.TemporaryDirectory() as tmp:
-        for cfg in [{}, {"layer_end": 2, "recovery_rate": 0.01}, {"layer_end": 2, "recovery_rate": 0.02}]:
+        for cfg in [{}] + [{"layer_end": L, "recovery_rate": r} for r in rates]:
             t = time.perf_counter()
             r = restore(A, F, harm_rec, task_prompts, task_metric=metric, out=Path(tmp) / "r", **cfg)
             add("restore", json.dumps(cfg) or "defaults", r.model,
@@ -161,7 +168,7 @@ def zoo_table(zoo: Path, n: int) -> None:
                  "wall_s": time.perf_counter() - t})  # fmt: skip
     Fh, Ah = load_model(F), load_model(A)
     harmless = [r["prompt"] for r in rows(F / "evals/harmless_heldout.jsonl")]
-    site = "resid_pre.1"
+    site = f"resid_pre.{L // 2}"
     acts_h = capture(Ah, harm_rec, [site])[site]
     acts_b = capture(Ah, harmless, [site])[site]
     d = diff_of_means(acts_h, acts_b)
@@ -169,8 +176,8 @@ def zoo_table(zoo: Path, n: int) -> None:
         "revert": ([1.0], {"aligned": Ah}),
         "interpolate": ([0.1, 0.2, 0.3, 0.5, 0.7], {"aligned": Ah}),
         "orthogonalize": ([-0.5, -1.0, -2.0], {"direction": d}),
-        "steer": ([0.5, 1.0, 2.0, 4.0], {"direction": d, "layers": [1]}),
-        "rahf": ([1.0, 2.0], {"prompts": harm_rec[:64], "pos_model": Ah, "neg_model": Fh, "layers": [1, 2],
+        "steer": ([0.5, 1.0, 2.0, 4.0], {"direction": d, "layers": [L // 2]}),
+        "rahf": ([1.0, 2.0], {"prompts": harm_rec[:64], "pos_model": Ah, "neg_model": Fh, "layers": list(range(L // 2, L)),
                               "steps": 40, "lr": 3e-3, "max_res_len": 4}),
     }  # fmt: skip
     for name, (strengths, kw) in grid.items():
@@ -184,7 +191,12 @@ def zoo_table(zoo: Path, n: int) -> None:
             "refusal_harmful", -1
         ):
             matched[r["method"]] = r
-    out = Path(__file__).parent / "results" / f"restoration_zoo_{n}"
+    preset = zoo.name.split("-")[0]
+    out = (
+        Path(__file__).parent
+        / "results"
+        / (f"restoration_zoo_{n}" if preset == "tiny" else f"restoration_{preset}_{n}")
+    )
     atomic_write_json(out.with_suffix(".json"), {"zoo": str(zoo), "n": n, "task_floor": floor, "results": results,
                                                  "matched_task": matched})  # fmt: skip
     lines = ["| method | config | harmful refusal | task exact match | over-refusal (XSTest safe) |",
@@ -204,10 +216,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--zoo", type=Path, default=None)
     ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.02])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.zoo is not None:
-        zoo_table(args.zoo, args.n)
+        zoo_table(args.zoo, args.n, tuple(args.rates))
         return
     n_layers, d, steps = (6, 128, 2) if args.quick else (12, 256, 5)
     rate, bs = 0.002, 8
