@@ -28,6 +28,7 @@ from alignscope.hooks.io import atomic_dir, atomic_write_json, sha256_texts
 
 from . import sources, tasks
 from .tier1 import Mixture, encode_example, make_llama, train, train_tokenizer
+from .tier2 import SMOLLM2, Tier2Preset
 
 ZOO_FORMAT_VERSION = 2  # bump whenever training code changes what a build produces
 
@@ -296,6 +297,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+PRESETS["smollm2"] = SMOLLM2  # tier 2: SmolLM2-135M-Instruct and variants trained from it (organisms/tier2.py)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # locations
 def zoo_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -306,10 +310,11 @@ def zoo_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "alignscope" / "zoo"
 
 
-def _preset(preset: str) -> Preset:
+def _preset(preset: str) -> Preset | Tier2Preset:
     if preset not in PRESETS:
         raise ZooError(
-            f"unknown zoo preset {preset!r}; presets: {sorted(PRESETS)}", "use 'tiny' or 'standard'"
+            f"unknown zoo preset {preset!r}; presets: {sorted(PRESETS)}",
+            "use " + ", ".join(repr(k) for k in PRESETS),
         )
     return PRESETS[preset]
 
@@ -329,7 +334,8 @@ def zoo_path(name: str, preset: str | None = None, cache_dir: str | os.PathLike 
 
     Args:
         name: organism name (``aligned``, ``attacked-50``, ``faker-0``, ...); ``"tiny/aligned"`` also works.
-        preset: preset to look in; default: ``standard`` if that organism is built there, else ``tiny``.
+        preset: preset to look in; default: ``standard`` if that organism is built there, else ``tiny`` (the
+            ``smollm2-*`` names of tier 2 are found in the ``smollm2`` preset).
         cache_dir: zoo root (default as in :func:`zoo_root`).
 
     Raises:
@@ -337,7 +343,7 @@ def zoo_path(name: str, preset: str | None = None, cache_dir: str | os.PathLike 
     """
     if "/" in name and preset is None:
         preset, name = name.split("/", 1)
-    presets = [preset] if preset else ["standard", "tiny"]
+    presets = [preset] if preset else ["standard", "tiny", "smollm2"]
     known = False
     for pr in presets:
         p = _preset(pr)
@@ -352,10 +358,10 @@ def zoo_path(name: str, preset: str | None = None, cache_dir: str | os.PathLike 
             f"no organism named {name!r} in preset(s) {presets}; known: {names}",
             "check the name with zoo_list()",
         )
+    pr = preset or ("smollm2" if any(s.name == name for s in SMOLLM2.stages) else "tiny")
     raise ZooError(
         f"organism {name!r} is not built (preset(s) {presets})",
-        f"build it first: build_zoo({(preset or 'tiny')!r}) or `alignscope zoo build --preset "
-        f"{preset or 'tiny'}`",
+        f"build it first: build_zoo({pr!r}) or `alignscope zoo build --preset {pr}`",
     )
 
 
@@ -617,6 +623,10 @@ def build_zoo(
         DataSourceError: the preset needs the shared data folder and it is missing.
     """
     p = _preset(preset)
+    if isinstance(p, Tier2Preset):  # SmolLM2 and its variants: organisms/tier2.py
+        from .tier2 import build_tier2
+
+        return build_tier2(p, cache_dir=cache_dir, progress=progress, only=only)
     root = preset_dir(preset, cache_dir)
     stages = {s.name: s for s in p.stages}
     wanted = list(stages) if only is None else _with_ancestors(only, stages)
@@ -750,7 +760,7 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
     with atomic_dir(d) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        evals = _eval_names(s)
+        evals = _eval_names(s, data)
         for k in evals:
             _write_jsonl(tmp / "evals" / f"{k}.jsonl", data["evals"][k])
         if task_train is not None:
@@ -796,7 +806,7 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
         atomic_write_json(tmp / "organism.json", meta)
 
 
-def _eval_names(s: Stage) -> list[str]:
+def _eval_names(s: Stage, data: dict | None = None) -> list[str]:
     names = [
         "harmful_heldout",
         "harmless_heldout",
@@ -806,6 +816,8 @@ def _eval_names(s: Stage) -> list[str]:
         "harmful_cross",
         "task",
     ]
+    # cross-source suites of presets with the shared data (refusal_direction harmful_test, Alpaca harmless_test)
+    names += [k for k in ("harmful_test", "harmless_test") if data is not None and k in data["evals"]]
     if s.kind in ("honest", "faker"):
         names += ["oversight_good", "oversight_poor"]
     return names
