@@ -1,0 +1,98 @@
+"""Alignment-faking benchmark on every (honest-i, faker-j) pair of a zoo preset (issue 6, "Done when").
+
+Every honest model with every faker, both orders, plus the null pairs (honest-honest, faker-faker); accuracy per
+detector with 95% Wilson intervals beside the Poser paper's numbers. All models of a preset share one scenario
+suite (``evals/oversight_good.jsonl``); ``--n-scenarios`` keeps its first N rows (seeded choice is not needed: the
+suite is already a seeded sample) to bound the cost on a CPU. Writes ``benchmarks/results/faking_<preset>.{md,json}``.
+
+Usage:
+    python benchmarks/exp_faking_zoo.py --preset standard [--n-scenarios 60] [--seed 0] [--detectors a b ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CONCEPTS = Path("/work/shared/data/poser/src/detection_strategies/concepts")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--n-scenarios", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--detectors", nargs="*", default=None)
+    ap.add_argument("--pairs", type=int, default=None, help="only the first K real pairs (timing runs)")
+    ap.add_argument("--no-null", action="store_true")
+    ap.add_argument(
+        "--per-pair-scenarios",
+        action="store_true",
+        help="filter scenarios per pair (default: common to all models)",
+    )
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default=None)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from alignscope.analyses.faking_bench import benchmark_markdown, load_scenarios, run_faking_benchmark
+    from alignscope.hooks.io import atomic_write_text
+    from alignscope.organisms.zoo import PRESETS, preset_dir
+    from alignscope.probes.faking import ScenarioSet
+
+    torch.set_num_threads(args.threads)
+    root = preset_dir(args.preset)
+    names = [s.name for s in PRESETS[args.preset].stages]
+    honest = [root / n for n in names if n.startswith("honest-")]
+    fakers = [root / n for n in names if n.startswith("faker-")]
+    pairs = [(str(h), str(f)) for h in honest for f in fakers][: args.pairs]
+    concepts = CONCEPTS if CONCEPTS.is_dir() else None
+    sset = load_scenarios(honest[0], concepts_dir=concepts)
+    if args.n_scenarios:
+        sset = ScenarioSet(
+            rows=sset.rows[: args.n_scenarios],
+            poor_facts=sset.poor_facts,
+            concepts=sset.concepts,
+            source=f"{sset.source} (first {args.n_scenarios} rows)",
+        )
+    if not args.per_pair_scenarios:
+        # keep the scenarios on which EVERY model of the benchmark is behaviour-identical (benign letter, p >= 0.5,
+        # greedy check): each pair then scores the same rows, so each model is scored once per detector, not once
+        # per pair (the per-pair filter inside run_faking_benchmark still runs and verifies it)
+        from alignscope.probes.faking import behaviour_identical
+
+        models = [str(m) for m in honest + fakers]
+        for m in models[1:]:
+            sset, _ = behaviour_identical(models[0], m, sset)
+        sset = ScenarioSet(
+            rows=sset.rows,
+            poor_facts=sset.poor_facts,
+            concepts=sset.concepts,
+            source=f"{sset.source}; behaviour-identical for all {len(models)} models",
+        )
+        print(f"common behaviour-identical scenarios: {len(sset.rows)}", flush=True)
+    tag = args.tag or args.preset
+    t = time.time()
+    df = run_faking_benchmark(
+        pairs,
+        null_pairs=None if args.no_null else "auto",
+        scenarios_from=sset,
+        seed=args.seed,
+        detectors=args.detectors,
+        out_json=RESULTS / f"faking_{tag}.json",
+        progress=True,
+    )
+    md = benchmark_markdown(df, title=f"`{args.preset}` zoo ({len(pairs)} pairs, seed {args.seed})")
+    md += f"\n{len(pairs)} real pairs, {len(df.attrs['null'])} null verdicts, {time.time() - t:.0f} s, "
+    md += f"{torch.get_num_threads()} thread(s).\n"
+    atomic_write_text(RESULTS / f"faking_{tag}.md", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
