@@ -59,6 +59,12 @@ def _time(fn, reps):
     return ts
 
 
+def _tradeoff_name(zoo: Path, organism: str) -> str:
+    """``tradeoff_<organism>`` for the tiny zoo (the original results), ``tradeoff_<preset>_<organism>`` otherwise."""
+    preset = zoo.name.split("-")[0]
+    return f"tradeoff_{organism}" if preset == "tiny" else f"tradeoff_{preset}_{organism}"
+
+
 def tradeoff_run(zoo: Path, organism: str, layer: int = 0) -> None:
     """Steering trade-off sweep on one organism (see the module docstring)."""
     import json
@@ -84,7 +90,7 @@ def tradeoff_run(zoo: Path, organism: str, layer: int = 0) -> None:
     t = time.perf_counter()
     df = tradeoff(h, "steer", strengths, suites=d_org, direction=direction, layers=[layer], site="resid_post",
                   normalize=True, limit=60, max_new_tokens=12, batch_size=68,
-                  out=Path(__file__).parent / "results" / f"tradeoff_{organism}")  # fmt: skip
+                  out=Path(__file__).parent / "results" / _tradeoff_name(zoo, organism))  # fmt: skip
     print(json.dumps(df.attrs["fits"], indent=1), f"{time.perf_counter() - t:.1f}s")
 
 
@@ -135,6 +141,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tradeoff", type=Path, default=None)
     ap.add_argument("--organism", default="aligned")
+    ap.add_argument("--layer", type=int, default=0, help="steering layer of --tradeoff (resid_post)")
     ap.add_argument("--tradeoff-smollm2", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -142,7 +149,7 @@ def main() -> None:
         tradeoff_smollm2()
         return
     if args.tradeoff is not None:
-        tradeoff_run(args.tradeoff, args.organism)
+        tradeoff_run(args.tradeoff, args.organism, args.layer)
         return
     reps, n_new = (5, 16) if args.quick else (15, 32)
     with tempfile.TemporaryDirectory() as tmp:
