@@ -297,7 +297,8 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-PRESETS["smollm2"] = SMOLLM2  # tier 2: SmolLM2-135M-Instruct and variants trained from it (organisms/tier2.py)
+# tier 2: SmolLM2-135M-Instruct and variants trained from it (organisms/tier2.py)
+PRESETS["smollm2"] = SMOLLM2
 
 
 # ------------------------------------------------------------------------------------------------------------------
