@@ -226,7 +226,7 @@ def evaluate(
 
     torch.manual_seed(seed)
     handle = load_model(model, tokenizer)
-    suites = _normalise_suites(suites, model)
+    suites = _normalise_suites(suites, handle.path or model)
     refusal_judge = get_scorer(judge)
     prov = handle.provenance()
     model_name = prov.get("model_path") or type(handle.model).__name__
@@ -342,4 +342,22 @@ def _normalise_suites(suites, model) -> dict[str, SuiteSpec]:
             meta = json.loads((p / "organism.json").read_text())
             return {k: str(p / v) for k, v in meta.get("evals", {}).items()}
         return {p.stem: str(p)}
-    return {Path(s).stem: str(s) for s in suites}
+    out: dict[str, SuiteSpec] = {}
+    evals: dict | None = None
+    for s in suites:
+        p = Path(s)
+        if not p.exists() and isinstance(s, str) and os.sep not in s and not s.endswith(".jsonl"):
+            # a suite name: look it up in the model's organism.json ``evals``
+            if evals is None:
+                meta = Path(str(model)) / "organism.json" if isinstance(model, (str, os.PathLike)) else None
+                evals = json.loads(meta.read_text()).get("evals", {}) if meta and meta.exists() else {}
+            if s not in evals:
+                raise PromptError(
+                    f"suite {s!r} is neither a file nor a suite of the model's organism.json "
+                    f"(known: {sorted(evals) or 'none'})",
+                    "pass a .jsonl suite file, or a suite name listed in the checkpoint's organism.json evals",
+                )
+            out[s] = str(Path(str(model)) / evals[s])
+        else:
+            out[p.stem] = str(p)
+    return out

@@ -90,3 +90,20 @@ def test_errors_name_problem_and_fix(tiny_zoo, tmp_path):
     bad.write_text(json.dumps({"text": "no prompt field"}) + "\n")
     with pytest.raises(PromptError, match="prompt"):
         evaluate(d, {"bad": bad})
+
+
+def test_cli_eval_resolves_suite_names_from_organism_json(tiny_zoo):
+    from typer.testing import CliRunner
+
+    from alignscope.cli import app
+
+    d = tiny_zoo["aligned"]
+    with one_thread():
+        r = CliRunner().invoke(app, ["eval", "--model", str(d), "--suite", "skills", "--json"])
+        assert r.exit_code == 0, r.output
+        rows = json.loads(r.output[r.output.rindex("[\n") :])
+        direct = evaluate(d, {"skills": d / "evals" / "skills.jsonl"})
+    assert [x["suite"] for x in rows] == ["skills"]
+    assert rows[0]["value"] == pytest.approx(float(direct.value.iloc[0]))
+    with pytest.raises(PromptError, match="neither a file nor a suite"):
+        evaluate(d, ["no_such_suite"])
