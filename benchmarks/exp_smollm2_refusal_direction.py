@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint or zoo name (default: SmolLM2-135M-Instruct); a zoo entry's own held-out harmless suite "
+        "is then used as the harmless test set",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "refusal_direction_smollm2.json"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from alignscope.probes.selection import SelectionError, greedy_completions, substring_refusal
 
     t0 = time.time()
-    h = load_model(smollm2_checkpoint())
+    h = load_model(a.model or smollm2_checkpoint())
     rng = np.random.default_rng(a.seed)
     adv, alp, jbb = prompts("advbench"), prompts("alpaca_eval"), prompts("jailbreakbench")
     adv = [adv[i] for i in rng.permutation(len(adv))]
@@ -55,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     n, v, t = a.n_train, a.n_val, a.n_test
     harm_tr, harm_val, harm_te = adv[:n], adv[n : n + v], jbb[:t]
     safe_tr, safe_val, safe_te = alp[:n], alp[n : n + v], alp[n + v : n + v + t]
+    meta = Path(h.path or "") / "organism.json"
+    if a.model and meta.is_file():  # the organism may have trained on AlpacaEval: test on its held-out suite
+        ev = json.loads(meta.read_text())["evals"]["harmless_heldout"]
+        rows = [json.loads(x) for x in (Path(h.path) / ev).read_text().splitlines() if x.strip()]
+        safe_te = [r["prompt"] for r in rows][:t]
     layers = [int(x) for x in a.layers.split(",")]
     kw = dict(
         val_harmful=harm_val,
@@ -111,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": a.max_new_tokens,
         "seed": a.seed,
         "judge": "substring",
-        "test": "jailbreakbench (harmful) / held-out alpaca_eval (harmless)",
+        "test": "jailbreakbench (harmful) / "
+        + ("the organism's harmless_heldout suite" if a.model and meta.is_file() else "held-out alpaca_eval")
+        + " (harmless)",
     }
     out["provenance"] = {
         **h.provenance(),
