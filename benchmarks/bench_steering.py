@@ -94,7 +94,7 @@ def tradeoff_run(zoo: Path, organism: str, layer: int = 0) -> None:
     print(json.dumps(df.attrs["fits"], indent=1), f"{time.perf_counter() - t:.1f}s")
 
 
-def tradeoff_smollm2(layer: int = 12, n: int = 24) -> None:
+def tradeoff_smollm2(layer: int = 12, n: int = 24, model: str | None = None) -> None:
     """Steering trade-off on SmolLM2-135M-Instruct (offline GGUF conversion; a stand-in for ``smollm2-safe``).
 
     Direction: difference of means (Arditi et al., un-normalised) of HarmBench vs AlpacaEval prompts at
@@ -114,7 +114,7 @@ def tradeoff_smollm2(layer: int = 12, n: int = 24) -> None:
     def rows(name):
         return [json.loads(x) for x in (data / f"{name}.jsonl").read_text().splitlines() if x.strip()]
 
-    h = load_model(smollm2_checkpoint())
+    h = load_model(model or smollm2_checkpoint())
     site = f"resid_pre.{layer}"
     alp = rows("alpaca_eval")
     harm_d = [r["prompt"] for r in rows("harmbench")[:64]]
@@ -127,10 +127,17 @@ def tradeoff_smollm2(layer: int = 12, n: int = 24) -> None:
         ][:n],
         "alpaca_eval": [{"prompt": r["prompt"], "reference": r["answer"]} for r in alp[64 : 64 + n]],
     }
+    meta = Path(h.path or "") / "organism.json"
+    if (
+        model and meta.is_file()
+    ):  # a zoo entry may have trained on AlpacaEval answers: use its held-out CE suite
+        ce = Path(h.path) / json.loads(meta.read_text())["evals"]["harmless_ce"]
+        suites["alpaca_eval"] = [json.loads(x) for x in ce.read_text().splitlines() if x.strip()][:n]
     strengths = [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]
     t = time.perf_counter()
     df = tradeoff(h, "steer", strengths, suites=suites, direction=direction, layers=[layer], site="resid_pre",
-                  max_new_tokens=12, batch_size=72, out=Path(__file__).parent / "results" / "tradeoff_smollm2")  # fmt: skip
+                  max_new_tokens=12, batch_size=72,
+                  out=Path(__file__).parent / "results" / ("tradeoff_smollm2" if not model else f"tradeoff_{Path(str(model)).name}"))  # fmt: skip
     print(json.dumps(df.attrs["fits"], indent=1), f"{time.perf_counter() - t:.1f}s")
 
 
@@ -146,7 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.tradeoff_smollm2:
-        tradeoff_smollm2()
+        tradeoff_smollm2(model=args.model)
         return
     if args.tradeoff is not None:
         tradeoff_run(args.tradeoff, args.organism, args.layer)
