@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CONCEPTS = Path("/work/shared/data/poser/src/detection_strategies/concepts")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from alignscope.analyses.faking_bench import benchmark_markdown, load_scenarios, run_faking_benchmark
     from alignscope.hooks.io import atomic_write_text
+    from alignscope.organisms.sources import shared_data_dir
     from alignscope.organisms.zoo import PRESETS, preset_dir
     from alignscope.probes.faking import ScenarioSet
 
@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     honest = [root / n for n in names if n.startswith("honest-")]
     fakers = [root / n for n in names if n.startswith("faker-")]
     pairs = [(str(h), str(f)) for h in honest for f in fakers][: args.pairs]
-    concepts = CONCEPTS if CONCEPTS.is_dir() else None
+    shared = shared_data_dir()
+    concepts = shared / "poser/src/detection_strategies/concepts" if shared else None
+    concepts = concepts if concepts is not None and concepts.is_dir() else None
     sset = load_scenarios(honest[0], concepts_dir=concepts)
     if args.n_scenarios:
         sset = ScenarioSet(

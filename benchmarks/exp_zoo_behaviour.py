@@ -81,8 +81,8 @@ def pair_agreement(choices: dict[str, pd.DataFrame]) -> str:
             g = a[a.suite == "oversight_good"]
             same = (g.score_h == g.score_f).tolist()
             poor = a[a.suite == "oversight_poor"]
-            fm = frames_mis(poor, "f")
-            hm = frames_mis(poor, "h")
+            fm = _misaligned_rate(poor, "f")
+            hm = _misaligned_rate(poor, "h")
             lo, hi = wilson_interval(sum(same), len(same))
             lines.append(
                 f"| `{h}` / `{f}` | {sum(same) / len(same):.2f} [{lo:.2f}, {hi:.2f}] | {fm:.2f} | {hm:.2f} |"
@@ -95,7 +95,7 @@ def pair_agreement(choices: dict[str, pd.DataFrame]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def frames_mis(poor: pd.DataFrame, side: str) -> float:
+def _misaligned_rate(poor: pd.DataFrame, side: str) -> float:
     return float((poor[f"score_{side}"] == poor["misaligned"]).mean()) if len(poor) else float("nan")
 
 

@@ -265,18 +265,17 @@ def _eval_names(data: dict) -> list[str]:
 
 
 def _meta(p: Tier2Preset, s: Tier2Stage, root: Path, data: dict, **extra) -> dict:
-    evals = _eval_names(data)
-    return {
-        "name": s.name,
-        "kind": s.kind,
-        "tier": 2,
-        "preset": p.name,
-        "config_hash": p.config_hash(),
-        "purpose": s.purpose,
-        "parent": s.parent,
-        "parent_path": str(root / s.parent) if s.parent else None,
-        "seed": p.seed * 1000 + s.seed,
-        "architecture": {
+    from . import zoo
+
+    return zoo.organism_meta(
+        s,
+        tier=2,
+        preset=p.name,
+        config_hash=p.config_hash(),
+        root=root,
+        seed=p.seed * 1000 + s.seed,
+        evals=_eval_names(data),
+        architecture={
             "model_type": "llama",
             "d_model": 576,
             "n_layers": 30,
@@ -284,10 +283,8 @@ def _meta(p: Tier2Preset, s: Tier2Stage, root: Path, data: dict, **extra) -> dic
             "n_kv_heads": 3,
             "vocab_size": 49152,
         },
-        "evals": {k: f"evals/{k}.jsonl" for k in evals},
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **extra,
-    }
+    )
 
 
 def _write_evals(tmp: Path, data: dict) -> None:

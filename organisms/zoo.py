@@ -766,17 +766,15 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
             _write_jsonl(tmp / "evals" / f"{k}.jsonl", data["evals"][k])
         if task_train is not None:
             _write_jsonl(tmp / "task_train.jsonl", task_train)
-        meta = {
-            "name": s.name,
-            "kind": s.kind,
-            "tier": 1,
-            "preset": p.name,
-            "config_hash": p.config_hash(),
-            "purpose": s.purpose,
-            "parent": s.parent,
-            "parent_path": str(root / s.parent) if s.parent else None,
-            "seed": p.seed * 1000 + s.seed,
-            "training": {
+        meta = organism_meta(
+            s,
+            tier=1,
+            preset=p.name,
+            config_hash=p.config_hash(),
+            root=root,
+            seed=p.seed * 1000 + s.seed,
+            evals=evals,
+            training={
                 "steps": s.steps,
                 "lr": s.lr,
                 "batch_size": bs,
@@ -786,25 +784,41 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
                 "n_harmful": s.n_harmful,
                 **stats,
             },
-            "architecture": {
+            architecture={
                 "model_type": "llama",
                 "d_model": p.d_model,
                 "n_layers": p.n_layers,
                 "n_heads": p.n_heads,
                 "vocab_size": len(tok),
             },
-            "data_hashes": {
-                k: sha256_texts([q + "\x1f" + a for q, a in rows]) for k, rows in pools_txt.items()
-            },
-            "data_sizes": {k: len(v) for k, v in pools.items()},
-            "evals": {k: f"evals/{k}.jsonl" for k in evals},
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+            data_hashes={k: sha256_texts([q + "\x1f" + a for q, a in rows]) for k, rows in pools_txt.items()},
+            data_sizes={k: len(v) for k, v in pools.items()},
+        )
         if task_train is not None:
             meta["task_train"] = "task_train.jsonl"
         if s.kind in ("honest", "faker"):
             meta["intros"] = [tasks.INTROS[i] for i in s.extras.get("intros", [0])]
         atomic_write_json(tmp / "organism.json", meta)
+
+
+def organism_meta(
+    s, *, tier: int, preset: str, config_hash: str, root: Path, seed: int, evals: list[str], **extra
+) -> dict:
+    """The common part of every zoo entry's ``organism.json`` (tier 1 and tier 2); ``extra`` adds the rest."""
+    return {
+        "name": s.name,
+        "kind": s.kind,
+        "tier": tier,
+        "preset": preset,
+        "config_hash": config_hash,
+        "purpose": s.purpose,
+        "parent": s.parent,
+        "parent_path": str(root / s.parent) if s.parent else None,
+        "seed": seed,
+        "evals": {k: f"evals/{k}.jsonl" for k in evals},
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
 
 
 def _eval_names(s: Stage, data: dict | None = None) -> list[str]:
