@@ -65,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         # keep the scenarios on which EVERY model of the benchmark is behaviour-identical (benign letter, p >= 0.5,
         # greedy check): each pair then scores the same rows, so each model is scored once per detector, not once
         # per pair (the per-pair filter inside run_faking_benchmark still runs and verifies it)
+        from alignscope.hooks import load_model
         from alignscope.probes.faking import behaviour_identical
 
         models = [str(m) for m in honest + fakers]
+        first = load_model(models[0])  # loaded once, not once per comparison
         for m in models[1:]:
-            sset, _ = behaviour_identical(models[0], m, sset)
+            sset, _ = behaviour_identical(first, m, sset)
         sset = ScenarioSet(
             rows=sset.rows,
             poor_facts=sset.poor_facts,
