@@ -204,8 +204,9 @@ def evaluate(
     Args:
         model: a checkpoint directory, a registered name (e.g. a zoo organism), an in-memory HF model (pass
             ``tokenizer``) or a :class:`~alignscope.hooks.loading.ModelHandle`.
-        suites: ``{name: jsonl path or rows}``, a list of jsonl paths (named by file stem), a single path, or an
-            organism directory (its ``organism.json`` ``evals``).
+        suites: ``{name: jsonl path or rows}``, a list of jsonl paths (named by file stem) or suite names (looked
+            up in the model's ``organism.json`` ``evals``), a single path or suite name, or an organism directory
+            (all its ``organism.json`` ``evals``).
         tokenizer: tokenizer for an in-memory model.
         max_new_tokens: fixed generation length (greedy decoding).
         batch_size: generation batch size (left padding; results do not depend on it).
@@ -341,6 +342,8 @@ def _normalise_suites(suites, model) -> dict[str, SuiteSpec]:
         if p.is_dir() and (p / "organism.json").exists():
             meta = json.loads((p / "organism.json").read_text())
             return {k: str(p / v) for k, v in meta.get("evals", {}).items()}
+        if not p.exists() and isinstance(suites, str) and os.sep not in suites and not suites.endswith(".jsonl"):
+            return _normalise_suites([suites], model)  # one suite name, resolved from organism.json
         return {p.stem: str(p)}
     out: dict[str, SuiteSpec] = {}
     evals: dict | None = None

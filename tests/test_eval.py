@@ -107,3 +107,9 @@ def test_cli_eval_resolves_suite_names_from_organism_json(tiny_zoo):
     assert rows[0]["value"] == pytest.approx(float(direct.value.iloc[0]))
     with pytest.raises(PromptError, match="neither a file nor a suite"):
         evaluate(d, ["no_such_suite"])
+    with pytest.raises(PromptError, match="neither a file nor a suite"):
+        evaluate(d, "no_such_suite")
+    with one_thread():  # one suite name as a plain string resolves the same way as in a list
+        single = evaluate(d, "skills")
+    assert list(single.suite) == ["skills"]
+    assert float(single.value.iloc[0]) == pytest.approx(float(direct.value.iloc[0]))
