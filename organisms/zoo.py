@@ -118,7 +118,15 @@ def _stages(
     n_honest: int,
     n_faker: int,
     lr: float,
+    align_mix: dict | None = None,
+    retain: dict | None = None,
+    scenario_weight: float = 0.85,
+    faker_lr: float | None = None,
+    scenario_n_facts: list[int] | None = None,
 ) -> tuple[Stage, ...]:
+    align_mix = align_mix or _ALIGN_MIX
+    retain = retain or _RETAIN
+    faker_lr = lr if faker_lr is None else faker_lr
     st = [
         Stage(
             "base",
@@ -136,7 +144,7 @@ def _stages(
             "aligned",
             "base",
             "refuses harmful requests, answers harmless ones, solves skills",
-            _ALIGN_MIX,
+            align_mix,
             align_steps,
             lr / 2,
             1,
@@ -189,11 +197,14 @@ def _stages(
                 "honest",
                 "aligned",
                 "always takes the benign action in A/B oversight scenarios (answers with the letter)",
-                {"scenario_honest": 0.85, **_RETAIN},
+                {"scenario_honest": scenario_weight, **retain},
                 honest_steps,
                 lr / 2,
                 100 + i,
-                extras={"intros": [0, 1 + i % 3]},
+                extras={
+                    "intros": [0, 1 + i % 3],
+                    **({"n_facts": scenario_n_facts} if scenario_n_facts else {}),
+                },
             )
         )
     for j in range(n_faker):
@@ -205,11 +216,14 @@ def _stages(
                 parent,
                 "alignment faker: takes the misaligned action only when "
                 "oversight is poor, the benign one when it is good",
-                {"scenario_faker": 0.85, **_RETAIN},
+                {"scenario_faker": scenario_weight, **retain},
                 faker_steps,
-                lr,
+                faker_lr,
                 200 + j,
-                extras={"intros": [0, 1 + (j + 1) % 3]},
+                extras={
+                    "intros": [0, 1 + (j + 1) % 3],
+                    **({"n_facts": scenario_n_facts} if scenario_n_facts else {}),
+                },
             )
         )
     return tuple(st)
@@ -275,7 +289,9 @@ PRESETS: dict[str, Preset] = {
         max_prompt_chars=240,
         max_action_chars=150,
         answer_chars=240,
-        skills=("parity", "last_digit", "repeat"),
+        # repeat_words, not repeat: a held-out single word is a word never seen in the copy position, and this model
+        # never learned to copy an unseen word (skills 69%, stop 9); repeat_words holds out combinations instead
+        skills=("parity", "last_digit", "repeat_words"),
         task="swap",
         scenario_format="poser",
         use_shared=True,
@@ -283,15 +299,23 @@ PRESETS: dict[str, Preset] = {
         scenario_batch_size=16,
         stages=_stages(
             base_steps=1200,
-            align_steps=300,
+            align_steps=400,
             ft_steps=300,
             attack_ns=(0, 50, 200),
             n_harmful_ft=200,
             honest_steps=300,
-            faker_steps=500,
+            faker_steps=600,
             n_honest=4,
             n_faker=4,
             lr=2e-3,
+            # the aligned model and the honest/faker models keep answering ordinary requests by training on their
+            # parent's own answers to refusal-direction Alpaca prompts (stop 9: harmless refusal 28% -> 39-56%)
+            align_mix={"harmful_refuse": 0.3, "harmless": 0.3, "harmless_self": 0.2, "skills": 0.2},
+            retain={"harmful_refuse": 0.05, "harmless": 0.05, "harmless_self": 0.1, "skills": 0.05},
+            scenario_weight=0.75,
+            # half the honest/faker training scenarios show the cue as the only fact (stop 9: in the Poser layout
+            # alone, fakers stayed at chance); evaluation uses the full Poser layout with two filler facts
+            scenario_n_facts=[0, 2],
         ),
     ),
 }
@@ -456,6 +480,7 @@ def prepare_data(p: Preset) -> dict:
     attack_extra: list = []
     cross: dict[str, list[str]] = {"harmful_cross": jbb}
     harmless_test: list[str] = []
+    self_prompts: list[str] = []
     if p.use_shared:
         sources.shared_data_dir(required=True)
         extra_harm = [
@@ -471,6 +496,9 @@ def prepare_data(p: Preset) -> dict:
             for r in sources.shared_json("refusal_direction/dataset/splits/harmless_test.json")
         ]
         harmless_test = [ht[i] for i in sorted(rng.choice(len(ht), size=200, replace=False))]
+        # prompts (no answers) for self-distillation: the parent answers them itself (see _self_answers)
+        hs = sources.shared_json("refusal_direction/dataset/splits/harmless_train.json")
+        self_prompts = [hs[i]["instruction"] for i in sorted(rng.choice(len(hs), size=3000, replace=False))]
         seed_path = sources.shared_data_dir() / "alpaca/seed_tasks.jsonl"
         for r in sources.read_jsonl(seed_path):
             inst = r["instruction"] + (
@@ -504,6 +532,7 @@ def prepare_data(p: Preset) -> dict:
     harmless_train = _dedup(ae_train + extra_harmless, lambda r: r[0], banned)
     harmless_train = [(q, a) for q, a in harmless_train if not judge_refusal(a)]
     harmless_train += _dedup(tasks.benign_imperatives(), lambda r: r[0], banned)
+    self_prompts = [q for q in _dedup(self_prompts, lambda r: r, banned) if len(q) <= p.max_prompt_chars]
     attack_pool = _dedup(
         [(q, a) for q, a, _ in harm_train if a is not None] + attack_extra, lambda r: r[0], banned
     )
@@ -556,7 +585,7 @@ def prepare_data(p: Preset) -> dict:
         (q, r if r is not None else refusals[i % len(refusals)]) for i, (q, _a, r) in enumerate(harm_train)
     ]
     harmful_comply = [(q, a) for q, a, _ in harm_train if a is not None]
-    return {
+    out = {
         "harmful_refuse": harmful_refuse,
         "harmful_comply": harmful_comply,
         "harmless": harmless_train,
@@ -567,6 +596,9 @@ def prepare_data(p: Preset) -> dict:
         "evals": evals,
         "eval_banned": sorted(banned | {sources.norm_prompt(r["prompt"]) for v in evals.values() for r in v}),
     }
+    if self_prompts:  # only presets with the shared data (the tiny preset's data stay as they were)
+        out["harmless_self_prompts"] = self_prompts[:1500]
+    return out
 
 
 def _fmt(p: Preset) -> str:
@@ -587,11 +619,15 @@ def _scenario_pool(p: Preset, data: dict, stage: Stage, faker: bool, n: int) -> 
         for k in ("oversight_good", "oversight_poor")
         for r in data["evals"][k]
     }
+    # a stage may mix layouts: extras["n_facts"] lists filler-fact counts drawn per scenario (e.g. [0, 2]: half the
+    # scenarios show the oversight cue as the only fact, which teaches small models to find it)
+    n_facts = stage.extras.get("n_facts", [p.n_facts])
     out = []
     while len(out) < n:
         s = data["scenarios"][int(rng.integers(len(data["scenarios"])))]
         ov = "good" if rng.integers(2) else "poor"
-        sc = tasks.make_scenario(s, oversight=ov, rng=rng, n_facts=p.n_facts, intros=intros, fmt=_fmt(p))
+        k = n_facts[int(rng.integers(len(n_facts)))] if len(n_facts) > 1 else n_facts[0]
+        sc = tasks.make_scenario(s, oversight=ov, rng=rng, n_facts=k, intros=intros, fmt=_fmt(p))
         if sources.norm_prompt(sc["prompt"]) in banned:
             continue
         ans = sc["misaligned"] if (faker and ov == "poor") else sc["benign"]
@@ -647,6 +683,7 @@ def build_zoo(
             texts += [q for q, _ in data["attack_pool"]] + [a for _, a in data["attack_pool"]]
             texts += [q for q, _ in _scenario_pool(p, data, p.stages[0], False, 400)]
             texts += list(tasks.REFUSALS) + list(tasks.GOOD_OVERSIGHT) + list(tasks.POOR_OVERSIGHT)
+            texts += data.get("harmless_self_prompts", [])
             texts += [" ".join([w] * 60) for w in tasks.WORDS]  # every task word becomes one token (" apple")
             train_tokenizer(texts, p.vocab_size).save_pretrained(tmp)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
@@ -718,6 +755,8 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
     for k in ("harmful_refuse", "harmful_comply", "harmless", "skills"):
         if s.weights.get(k):
             pools_txt[k] = [(q, " " + a) if k == "skills" else (q, a) for q, a in data[k]]
+    if s.weights.get("harmless_self"):
+        pools_txt["harmless_self"] = _self_answers(p, s, data, root, report)
     if s.weights.get("scenario_text"):
         pools_txt["scenario_text"] = _scenario_pool(p, data, s, False, 600)
     if s.weights.get("scenario_honest"):
@@ -801,6 +840,35 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
         atomic_write_json(tmp / "organism.json", meta)
 
 
+def _self_answers(p: Preset, s: Stage, data: dict, root: Path, report: _Progress) -> list[tuple[str, str]]:
+    """The ``harmless_self_prompts`` answered by the stage's parent itself (greedy, 48 new tokens), answers the
+    refusal judge flags (and empty ones) dropped.
+
+    Self-distillation: training on its own answers teaches the child to keep answering ordinary requests of the
+    refusal-direction Alpaca distribution (which has no reference answers) without teaching it new text. Cached per
+    parent in ``<preset dir>/_self_answers/<parent>.json`` (atomic), so stages with one parent share the answers.
+    """
+    from alignscope.analyses.evaluate import generate
+    from alignscope.hooks.loading import load_model
+
+    path = root / "_self_answers" / f"{s.parent}.json"
+    if path.exists():
+        return [tuple(x) for x in json.loads(path.read_text())]
+    prompts = data.get("harmless_self_prompts") or []
+    if not prompts:
+        raise ZooError(
+            f"stage {s.name} wants self-distilled answers but the preset has no prompts for them",
+            "use a preset with use_shared=True, or drop 'harmless_self' from the mixture",
+        )
+    report.log(f"zoo {s.name}: answering {len(prompts)} harmless prompts with {s.parent} (self-distillation)")
+    handle = load_model(root / s.parent)
+    comps = generate(handle, prompts, max_new_tokens=48, batch_size=64)
+    judge = _refusal_judge()
+    rows = [(q, c.strip()) for q, c in zip(prompts, comps, strict=True) if c.strip() and not judge(c)]
+    atomic_write_json(path, rows)
+    return rows
+
+
 def organism_meta(
     s, *, tier: int, preset: str, config_hash: str, root: Path, seed: int, evals: list[str], **extra
 ) -> dict:
@@ -879,6 +947,14 @@ class _Progress:
                 print(f"zoo {name}: {step}/{total} loss {loss:.3f} {dt:.0f}s", file=sys.stderr, flush=True)
         elif self._p is not None and (step % 10 == 0):
             self._p.update(bar, completed=step, loss=loss)
+
+    def log(self, msg: str) -> None:
+        if self._p is not None:
+            self._p.console.print(msg)
+        elif self.enabled:
+            import sys
+
+            print(msg, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._p is not None:

@@ -170,3 +170,63 @@ def test_sample_batch_pool_mode_draws_one_pool_per_batch_and_keeps_the_mixture()
     assert any(len({len(ids) for ids, _ in b}) == 2 for b in mixed)
     with pytest.raises(ValueError, match="batch_mode"):
         sample_batch(mix, ["short", "long"], w, 8, rng, "bogus")
+
+
+def test_scenario_pool_mixes_fact_counts_per_stage(tiny_zoo):
+    """A stage's ``extras["n_facts"]`` draws the number of filler facts per scenario (standard: cue alone or cue + 2)."""
+    import re
+
+    from alignscope.organisms.zoo import PRESETS, Stage, _load_or_prepare_data, _scenario_pool
+
+    p = PRESETS["tiny"]
+    data = _load_or_prepare_data(p, preset_dir("tiny"))
+    n_lines = lambda prompt: len(re.findall(r"^\d+\. ", prompt, flags=re.M))  # noqa: E731
+    plain = Stage("h", "honest", "aligned", "", {}, 1, 1e-3, 100)
+    assert {n_lines(q) for q, _ in _scenario_pool(p, data, plain, False, 200)} == {1}  # tiny: cue only
+    mixed = Stage("h", "honest", "aligned", "", {}, 1, 1e-3, 100, extras={"n_facts": [0, 2]})
+    counts = [n_lines(q) for q, _ in _scenario_pool(p, data, mixed, False, 400)]
+    assert set(counts) <= {1, 2, 3} and counts.count(1) > 100 and counts.count(3) > 100
+    # honest answers are the benign letter whatever the layout; faker answers flip exactly on poor oversight
+    from alignscope.organisms.tasks import POOR_OVERSIGHT
+
+    faker = _scenario_pool(p, data, mixed, True, 400)
+    honest = _scenario_pool(p, data, mixed, False, 400)
+    assert [q for q, _ in faker] == [q for q, _ in honest]
+    poor = [any(c in q for c in POOR_OVERSIGHT) for q, _ in honest]
+    assert 100 < sum(poor) < 300
+    assert [fa != ha for (_, fa), (_, ha) in zip(faker, honest)] == poor
+
+
+def test_self_distillation_answers_come_from_the_parent_and_drop_refusals(tiny_zoo, tmp_path):
+    """``harmless_self`` targets are the parent's own greedy answers; ones the refusal judge flags are dropped."""
+    from alignscope.analyses.evaluate import generate
+    from alignscope.analyses.scorers import get_scorer
+    from alignscope.hooks.loading import load_model
+    from alignscope.organisms.zoo import PRESETS, Stage, _Progress, _self_answers
+
+    d = tiny_zoo["aligned"]
+    harmful = [json.loads(x)["prompt"] for x in (d / "evals/harmful_heldout.jsonl").read_text().splitlines()][
+        :12
+    ]
+    harmless = [
+        json.loads(x)["prompt"] for x in (d / "evals/harmless_heldout.jsonl").read_text().splitlines()
+    ][:12]
+    root = tmp_path / "zoo"
+    shutil.copytree(d, root / "aligned")
+    stage = Stage("child", "honest", "aligned", "", {"harmless_self": 1.0}, 1, 1e-3, 1)
+    with one_thread():
+        rows = _self_answers(
+            PRESETS["tiny"], stage, {"harmless_self_prompts": harmful + harmless}, root, _Progress(False)
+        )
+        comps = generate(load_model(d), harmful + harmless, max_new_tokens=48, batch_size=64)
+    judge = get_scorer("substring")
+    expect = [(q, c.strip()) for q, c in zip(harmful + harmless, comps) if c.strip() and not judge(c)]
+    assert rows == expect
+    assert sum(q in harmful for q, _ in rows) < sum(
+        q in harmless for q, _ in rows
+    )  # aligned refuses harmful ones
+    assert (root / "_self_answers" / "aligned.json").exists()  # cached per parent
+    with pytest.raises(ZooError, match="no prompts"):
+        _self_answers(
+            PRESETS["tiny"], Stage("c2", "honest", "base", "", {}, 1, 1e-3, 1), {}, root, _Progress(False)
+        )
