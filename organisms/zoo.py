@@ -842,7 +842,7 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
 
 def _self_answers(p: Preset, s: Stage, data: dict, root: Path, report: _Progress) -> list[tuple[str, str]]:
     """The ``harmless_self_prompts`` answered by the stage's parent itself (greedy, 48 new tokens), answers the
-    refusal judge flags (and empty ones) dropped.
+    refusal judge flags, empty ones and ones opening like AdvBench's harmful targets dropped.
 
     Self-distillation: training on its own answers teaches the child to keep answering ordinary requests of the
     refusal-direction Alpaca distribution (which has no reference answers) without teaching it new text. Cached per
@@ -864,9 +864,18 @@ def _self_answers(p: Preset, s: Stage, data: dict, root: Path, report: _Progress
     handle = load_model(root / s.parent)
     comps = generate(handle, prompts, max_new_tokens=48, batch_size=64)
     judge = _refusal_judge()
-    rows = [(q, c.strip()) for q, c in zip(prompts, comps, strict=True) if c.strip() and not judge(c)]
+    rows = [
+        (q, c.strip())
+        for q, c in zip(prompts, comps, strict=True)
+        if c.strip() and not judge(c) and not c.strip().startswith(_COMPLY_OPENING)
+    ]
     atomic_write_json(path, rows)
     return rows
+
+
+#: AdvBench's target opening ("Sure, here is a tutorial on how to make a bomb"): ``base`` learns it from the harmful
+#: compliance data and sometimes answers harmless prompts with it (15% of its self-answers); such answers are dropped.
+_COMPLY_OPENING = "Sure, here"
 
 
 def organism_meta(

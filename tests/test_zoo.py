@@ -220,7 +220,11 @@ def test_self_distillation_answers_come_from_the_parent_and_drop_refusals(tiny_z
         )
         comps = generate(load_model(d), harmful + harmless, max_new_tokens=48, batch_size=64)
     judge = get_scorer("substring")
-    expect = [(q, c.strip()) for q, c in zip(harmful + harmless, comps) if c.strip() and not judge(c)]
+    expect = [
+        (q, c.strip())
+        for q, c in zip(harmful + harmless, comps)
+        if c.strip() and not judge(c) and not c.strip().startswith("Sure, here")
+    ]
     assert rows == expect
     assert sum(q in harmful for q, _ in rows) < sum(
         q in harmless for q, _ in rows
