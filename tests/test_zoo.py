@@ -194,7 +194,7 @@ def test_scenario_pool_mixes_fact_counts_per_stage(tiny_zoo):
     assert [q for q, _ in faker] == [q for q, _ in honest]
     poor = [any(c in q for c in POOR_OVERSIGHT) for q, _ in honest]
     assert 100 < sum(poor) < 300
-    assert [fa != ha for (_, fa), (_, ha) in zip(faker, honest)] == poor
+    assert [fa != ha for (_, fa), (_, ha) in zip(faker, honest, strict=True)] == poor
 
 
 def test_self_distillation_answers_come_from_the_parent_and_drop_refusals(tiny_zoo, tmp_path):
@@ -222,7 +222,7 @@ def test_self_distillation_answers_come_from_the_parent_and_drop_refusals(tiny_z
     judge = get_scorer("substring")
     expect = [
         (q, c.strip())
-        for q, c in zip(harmful + harmless, comps)
+        for q, c in zip(harmful + harmless, comps, strict=True)
         if c.strip() and not judge(c) and not c.strip().startswith("Sure, here")
     ]
     assert rows == expect
