@@ -101,6 +101,24 @@ class Preset:
         blob = json.dumps({"v": ZOO_FORMAT_VERSION, **d}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
+    def stage_key(self, name: str) -> str:
+        """Hash of everything that determines one stage's weights: the preset's data and model fields, the stage and
+        its ancestors. Equal keys in two builds of a preset mean identical checkpoints, so a changed recipe of later
+        stages reuses the unchanged ancestors of an earlier build (see :func:`build_zoo`)."""
+        d = asdict(self)
+        stages = {s["name"]: s for s in d.pop("stages")}
+        if d["batch_mode"] == "mixed":
+            d.pop("batch_mode")
+        if d["scenario_batch_size"] is None:
+            d.pop("scenario_batch_size")
+        chain = []
+        n = name
+        while n is not None:
+            chain.append(stages[n])
+            n = stages[n]["parent"]
+        blob = json.dumps({"v": ZOO_FORMAT_VERSION, **d, "chain": chain}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
 
 _ALIGN_MIX = {"harmful_refuse": 0.3, "harmless": 0.5, "skills": 0.2}
 _RETAIN = {"harmful_refuse": 0.05, "harmless": 0.05, "skills": 0.05}
@@ -698,12 +716,48 @@ def build_zoo(
             if _is_built(d):
                 out[name] = d
                 continue
+            if _reuse_stage(p, name, root, report):
+                out[name] = d
+                continue
             _build_stage(p, stages[name], data, tok, root, report)
             out[name] = d
     finally:
         torch.set_num_threads(threads)
         report.close()
     return out
+
+
+def _reuse_stage(p: Preset, name: str, root: Path, report: _Progress) -> bool:
+    """Copy ``name`` from another build of the same preset whose entry has the same :meth:`Preset.stage_key`.
+
+    A recipe change to, say, the faker stages gives the preset a new config hash (a new directory) but leaves ``base``
+    and ``aligned`` as they were; their checkpoints are copied (atomically) instead of retrained. ``organism.json``
+    records where the copy came from.
+    """
+    import shutil
+
+    key = p.stage_key(name)
+    for other in sorted(root.parent.glob(f"{p.name}-*")):
+        src = other / name
+        if other == root or not _is_built(src):
+            continue
+        try:
+            meta = json.loads((src / "organism.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if meta.get("stage_key") != key:
+            continue
+        with atomic_dir(root / name) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            meta.update(
+                config_hash=p.config_hash(),
+                parent_path=str(root / meta["parent"]) if meta.get("parent") else None,
+                reused_from=str(src),
+            )
+            atomic_write_json(tmp / "organism.json", meta)
+        report.log(f"zoo {name}: reused from {src} (same stage key {key})")
+        return True
+    return False
 
 
 def _with_ancestors(names: list[str], stages: dict[str, Stage]) -> list[str]:
@@ -812,6 +866,7 @@ def _build_stage(p: Preset, s: Stage, data: dict, tok, root: Path, report: _Prog
             config_hash=p.config_hash(),
             root=root,
             seed=p.seed * 1000 + s.seed,
+            stage_key=p.stage_key(s.name),
             evals=evals,
             training={
                 "steps": s.steps,

@@ -234,3 +234,34 @@ def test_self_distillation_answers_come_from_the_parent_and_drop_refusals(tiny_z
         _self_answers(
             PRESETS["tiny"], Stage("c2", "honest", "base", "", {}, 1, 1e-3, 1), {}, root, _Progress(False)
         )
+
+
+def test_changed_recipe_reuses_unchanged_ancestors(tiny_zoo, tmp_path, monkeypatch):
+    """A preset whose faker stage changed gets a new directory, copies base/aligned/honest-0 and retrains faker-0."""
+    import dataclasses
+
+    from alignscope.organisms import zoo as zoo_mod
+
+    orig = zoo_mod.PRESETS["tiny"]
+    src = tmp_path / f"tiny-{orig.config_hash()}"
+    for n in ("base", "aligned", "honest-0"):
+        shutil.copytree(tiny_zoo[n], src / n)
+        meta = json.loads((src / n / "organism.json").read_text())
+        meta.setdefault("stage_key", orig.stage_key(n))  # caches built before stage keys existed lack it
+        (src / n / "organism.json").write_text(json.dumps(meta))
+    stages = tuple(dataclasses.replace(s, steps=20) if s.name == "faker-0" else s for s in orig.stages)
+    variant = dataclasses.replace(orig, stages=stages)
+    assert variant.config_hash() != orig.config_hash()
+    assert variant.stage_key("honest-0") == orig.stage_key("honest-0")
+    assert variant.stage_key("faker-0") != orig.stage_key("faker-0")
+    monkeypatch.setitem(zoo_mod.PRESETS, "tiny", variant)
+    with one_thread():
+        out = build_zoo("tiny", cache_dir=tmp_path, only=["faker-0"], progress=False)
+    assert out["faker-0"].parent.name == f"tiny-{variant.config_hash()}"
+    for n in ("base", "aligned", "honest-0"):
+        meta = json.loads((out[n] / "organism.json").read_text())
+        assert meta["reused_from"] == str(src / n) and meta["config_hash"] == variant.config_hash()
+        assert sha256_file(out[n] / "model.safetensors") == sha256_file(tiny_zoo[n] / "model.safetensors")
+    fk = json.loads((out["faker-0"] / "organism.json").read_text())
+    assert "reused_from" not in fk and fk["training"]["steps"] == 20
+    assert fk["parent_path"] == str(out["honest-0"])
