@@ -113,12 +113,16 @@ def _print_table(df) -> None:
 def zoo_build(
     preset: str = typer.Option("tiny", "--preset", help="tiny | standard | smollm2"),
     cache_dir: Path | None = typer.Option(None, help="zoo root (default ~/.cache/alignscope/zoo)"),
+    workers: int | None = typer.Option(
+        None,
+        help="stages trained at once, one process and thread each (default $ALIGNSCOPE_ZOO_WORKERS or 1)",
+    ),
 ) -> None:
     from alignscope.hooks import AlignscopeError
     from alignscope.organisms import build_zoo
 
     try:
-        paths = build_zoo(preset, cache_dir=cache_dir, progress=True)
+        paths = build_zoo(preset, cache_dir=cache_dir, progress=True, workers=workers)
     except AlignscopeError as e:
         _fail(e)
     for name, p in paths.items():

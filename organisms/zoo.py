@@ -661,6 +661,8 @@ def build_zoo(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     only: list[str] | None = None,
+    workers: int | None = None,
+    _plain_progress: bool = False,
 ) -> dict[str, Path]:
     """Build (or reuse) every organism of a preset; returns ``{name: directory}``.
 
@@ -672,6 +674,10 @@ def build_zoo(
         cache_dir: zoo root (default ``$ALIGNSCOPE_ZOO_DIR`` or ``~/.cache/alignscope/zoo``).
         progress: show progress bars.
         only: build only these organisms (and their ancestors).
+        workers: stages trained at once, each in its own process with one thread (default
+            ``$ALIGNSCOPE_ZOO_WORKERS`` or 1). Stages whose parent is built are independent, so the result is the
+            same for any number of workers (each stage is seeded on its own); 2 workers on 2 cores roughly halve the
+            standard preset's wall time after ``base`` and ``aligned``.
 
     Raises:
         ZooError: unknown preset or name.
@@ -705,7 +711,13 @@ def build_zoo(
             texts += [" ".join([w] * 60) for w in tasks.WORDS]  # every task word becomes one token (" apple")
             train_tokenizer(texts, p.vocab_size).save_pretrained(tmp)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
-    report = _Progress(progress)
+    report = _Progress(progress, plain=_plain_progress)
+    workers = int(os.environ.get("ALIGNSCOPE_ZOO_WORKERS", "1")) if workers is None else workers
+    if workers > 1:
+        try:
+            return _build_parallel(p, preset, cache_dir, root, wanted, data, workers, report)
+        finally:
+            report.close()
     out = {}
     # one intra-op thread: on small shared CPUs, OpenMP with 2 threads was measured 15x slower for these tiny models
     threads = torch.get_num_threads()
@@ -725,6 +737,70 @@ def build_zoo(
         torch.set_num_threads(threads)
         report.close()
     return out
+
+
+def _build_one(preset: str, cache_dir, name: str) -> tuple[str, float]:
+    """Worker of :func:`_build_parallel`: builds one stage whose parent is already built."""
+    t0 = time.time()
+    build_zoo(preset, cache_dir=cache_dir, only=[name], workers=1, _plain_progress=True)
+    return name, time.time() - t0
+
+
+def _build_parallel(
+    p: Preset,
+    preset: str,
+    cache_dir,
+    root: Path,
+    wanted: list[str],
+    data: dict,
+    workers: int,
+    report: _Progress,
+) -> dict[str, Path]:
+    """Train the stages of ``wanted`` in ``workers`` spawned processes, each stage once its parent is built.
+
+    Stages on the longest remaining chain (in training steps) start first. Self-distillation answers a stage needs are
+    computed here before the stage is handed out, so siblings never compute them twice.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    stages = {s.name: s for s in p.stages}
+    children: dict[str, list[str]] = {}
+    for s in p.stages:
+        if s.parent is not None:
+            children.setdefault(s.parent, []).append(s.name)
+
+    def chain(n: str) -> int:  # steps on the longest path from n down
+        return stages[n].steps + max((chain(c) for c in children.get(n, []) if c in wanted), default=0)
+
+    todo = []
+    for n in wanted:
+        if not _is_built(root / n) and not _reuse_stage(p, n, root, report):
+            todo.append(n)
+    running: dict = {}
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
+        while todo or running:
+            ready = sorted(
+                (n for n in todo if stages[n].parent is None or _is_built(root / stages[n].parent)),
+                key=lambda n: -chain(n),
+            )
+            while ready and len(running) < workers:
+                n = ready.pop(0)
+                todo.remove(n)
+                if stages[n].weights.get("harmless_self"):
+                    _self_answers(p, stages[n], data, root, report)
+                report.log(f"zoo {n}: started ({len(running) + 1} of {workers} workers busy)")
+                running[ex.submit(_build_one, preset, cache_dir, n)] = n
+            if not running:
+                raise ZooError(
+                    f"stages {todo} wait for parents that are not being built", "report this as a bug"
+                )
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                n = running.pop(f)
+                _, sec = f.result()  # a failed stage raises here; finished stages stay built (resume later)
+                report.log(f"zoo {n}: built in {sec:.0f}s")
+    return {n: root / n for n in wanted}
 
 
 def _reuse_stage(p: Preset, name: str, root: Path, report: _Progress) -> bool:
@@ -973,12 +1049,12 @@ def _eval_names(s: Stage, data: dict | None = None) -> list[str]:
 class _Progress:
     """Rich bars on a terminal; on a pipe or log file, one plain line per 10% of each stage (flushed)."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, plain: bool = False):
         import sys
 
         self.enabled = enabled
         self._p = None
-        self._plain = enabled and not sys.stderr.isatty()
+        self._plain = enabled and (plain or not sys.stderr.isatty())
         self._t0: dict[str, float] = {}
         if enabled and not self._plain:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

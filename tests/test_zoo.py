@@ -265,3 +265,15 @@ def test_changed_recipe_reuses_unchanged_ancestors(tiny_zoo, tmp_path, monkeypat
     fk = json.loads((out["faker-0"] / "organism.json").read_text())
     assert "reused_from" not in fk and fk["training"]["steps"] == 20
     assert fk["parent_path"] == str(out["honest-0"])
+
+
+def test_parallel_build_equals_sequential(tiny_zoo, tmp_path):
+    """Two worker processes build sibling stages; the weights equal the sequential build's, bit for bit."""
+    root = tmp_path / preset_dir("tiny").name
+    for n in ("base", "aligned"):
+        shutil.copytree(tiny_zoo[n], root / n)
+    with one_thread():
+        out = build_zoo("tiny", cache_dir=tmp_path, only=["attacked-50", "honest-1"], workers=2, progress=False)
+    for n in ("attacked-50", "honest-1"):
+        assert out[n] == root / n
+        assert sha256_file(out[n] / "model.safetensors") == sha256_file(tiny_zoo[n] / "model.safetensors")
