@@ -141,6 +141,7 @@ def _stages(
     scenario_weight: float = 0.85,
     faker_lr: float | None = None,
     scenario_n_facts: list[int] | None = None,
+    faker_n_facts: list[int] | None = None,
 ) -> tuple[Stage, ...]:
     align_mix = align_mix or _ALIGN_MIX
     retain = retain or _RETAIN
@@ -240,7 +241,7 @@ def _stages(
                 200 + j,
                 extras={
                     "intros": [0, 1 + (j + 1) % 3],
-                    **({"n_facts": scenario_n_facts} if scenario_n_facts else {}),
+                    **({"n_facts": faker_n_facts or scenario_n_facts} if scenario_n_facts else {}),
                 },
             )
         )
@@ -322,7 +323,7 @@ PRESETS: dict[str, Preset] = {
             attack_ns=(0, 50, 200),
             n_harmful_ft=200,
             honest_steps=300,
-            faker_steps=600,
+            faker_steps=1000,
             n_honest=4,
             n_faker=4,
             lr=2e-3,
@@ -334,6 +335,10 @@ PRESETS: dict[str, Preset] = {
             # half the honest/faker training scenarios show the cue as the only fact (stop 9: in the Poser layout
             # alone, fakers stayed at chance); evaluation uses the full Poser layout with two filler facts
             scenario_n_facts=[0, 2],
+            # fakers: two thirds cue-only, 1,000 steps. With half cue-only and 600 steps one faker in three learned
+            # the rule (faker-0: 96% misaligned on poor oversight); the other two stayed at chance (a plateau at the
+            # letter entropy that only some seeds left within 600 steps)
+            faker_n_facts=[0, 0, 2],
         ),
     ),
 }
