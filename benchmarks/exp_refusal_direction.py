@@ -44,7 +44,9 @@ def run(
     skills_limit: int | None = None,
     prune_layer_frac: float | None = None,
     kl_threshold: float = 0.1,
+    induce_refusal_threshold: float = 0.0,
     positions: tuple = ("eoi", "last"),
+    max_prompt_chars: int = 240,
 ) -> dict:
     from alignscope.analyses.evaluate import _first_line, generate
     from alignscope.analyses.scorers import exact_match, get_scorer
@@ -58,8 +60,9 @@ def run(
     meta = json.loads((organism / "organism.json").read_text())
     data = json.loads((organism.parent / "_data" / "data.json").read_text())
     rng = np.random.default_rng(seed)
-    harm_pool = sorted({q for q, _ in data["harmful_refuse"]})
-    safe_pool = sorted({q for q, _ in data["harmless"]})
+    # prompts of the length the organism was trained on (some Alpaca seed tasks with inputs run past its context)
+    harm_pool = sorted({q for q, _ in data["harmful_refuse"] if len(q) <= max_prompt_chars})
+    safe_pool = sorted({q for q, _ in data["harmless"] if len(q) <= max_prompt_chars})
     hi = rng.permutation(len(harm_pool))[: n_train + n_val]
     si = rng.permutation(len(safe_pool))[: n_train + n_val]
     harm_tr, harm_val = [harm_pool[i] for i in hi[:n_train]], [harm_pool[i] for i in hi[n_train:]]
@@ -78,6 +81,7 @@ def run(
         max_new_tokens=max_new_tokens,
         prune_layer_frac=prune_layer_frac,
         kl_threshold=kl_threshold,
+        induce_refusal_threshold=induce_refusal_threshold,
         positions=positions,
         return_selection=True,
     )
@@ -171,6 +175,8 @@ def run(
             "n_train": n_train,
             "prune_layer_frac": prune_layer_frac,
             "kl_threshold": kl_threshold,
+            "induce_refusal_threshold": induce_refusal_threshold,
+            "max_prompt_chars": max_prompt_chars,
             "positions": list(positions),
             "n_val": n_val,
             "seed": seed,
@@ -205,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--prune-layer-frac", type=float, default=None)
     ap.add_argument("--kl-threshold", type=float, default=0.1)
+    ap.add_argument(
+        "--induce-threshold",
+        type=float,
+        default=0.0,
+        help="minimum refusal score under activation addition (the paper's filter is 0; -inf disables it)",
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.organism is None:
@@ -220,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         prune_layer_frac=a.prune_layer_frac,
         kl_threshold=a.kl_threshold,
+        induce_refusal_threshold=a.induce_threshold,
     )
     from alignscope.hooks.io import atomic_write_json
 
