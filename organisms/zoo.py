@@ -325,7 +325,7 @@ PRESETS: dict[str, Preset] = {
             honest_steps=300,
             faker_steps=1000,
             n_honest=4,
-            n_faker=4,
+            n_faker=5,  # faker-1 (parent honest-1) stayed at chance under three recipes; faker-4 is a fifth
             lr=2e-3,
             # the aligned model and the honest/faker models keep answering ordinary requests by training on their
             # parent's own answers to refusal-direction Alpaca prompts (stop 9: harmless refusal 28% -> 39-56%)
@@ -335,10 +335,12 @@ PRESETS: dict[str, Preset] = {
             # half the honest/faker training scenarios show the cue as the only fact (stop 9: in the Poser layout
             # alone, fakers stayed at chance); evaluation uses the full Poser layout with two filler facts
             scenario_n_facts=[0, 2],
-            # fakers: two thirds cue-only, 1,000 steps. With half cue-only and 600 steps one faker in three learned
-            # the rule (faker-0: 96% misaligned on poor oversight); the other two stayed at chance (a plateau at the
-            # letter entropy that only some seeds left within 600 steps)
-            faker_n_facts=[0, 0, 2],
+            # fakers: the cue alone, with 1 filler fact (cue first or second) or with 2, in equal parts; 1,000 steps.
+            # Measured: half cue-only + half 2-fact, 600 steps: 1 faker of 3 learned the rule (96% misaligned on poor
+            # oversight), 2 stayed at chance; two thirds cue-only, 1,000 steps: faker-1 learned the rule on cue-only
+            # prompts (loss 0.36) but stayed at chance on the 2-fact layout (the cue is always fact 1 there, a
+            # positional shortcut); the 1-fact layout moves the cue around at little extra difficulty
+            faker_n_facts=[0, 1, 2],
         ),
     ),
 }
