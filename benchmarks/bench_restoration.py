@@ -12,6 +12,8 @@ Usage::
     .venv/bin/python benchmarks/bench_restoration.py            # 12-layer d=256 random Llama, 5 steps
     .venv/bin/python benchmarks/bench_restoration.py --quick    # 6-layer d=128, 2 steps
     .venv/bin/python benchmarks/bench_restoration.py --zoo ~/.cache/alignscope/zoo/tiny-<hash> [--n 50]
+    .venv/bin/python benchmarks/bench_restoration.py --zoo <zoo>/smollm2-<hash> --aligned smollm2-safe \
+        --attacked 'smollm2-attacked-{n}' --n 50 --limit 64 --small-grid
 
 Writes ``benchmarks/results/restoration.json`` atomically (wall seconds per step, passes per step, the ratio).
 ``--zoo`` instead runs restoration and every baseline on the zoo's ``attacked-N`` and writes the comparison table
@@ -104,13 +106,24 @@ def ours(a_dir: Path, f_dir: Path, steps: int, rate: float, bs: int, out: Path) 
             "lm_head_per_pass": False, "wall_total_s": r.report["wall_s"]}  # fmt: skip
 
 
-def zoo_table(zoo: Path, n: int, rates: tuple[float, ...] = (0.01, 0.02)) -> None:
+def zoo_table(
+    zoo: Path,
+    n: int,
+    rates: tuple[float, ...] = (0.01, 0.02),
+    *,
+    aligned: str = "aligned",
+    attacked: str = "attacked-{n}",
+    limit: int | None = None,
+    small_grid: bool = False,
+) -> None:
     """Restoration vs baselines on ``attacked-N`` of a built zoo preset directory.
 
     Sites and layer choices follow the organism's depth ``L``: restoration at the paper's defaults
     (``layer_end = floor(2L/3)``, rate 0.002) and with every block (``layer_end = L``) at each of ``rates``;
     the difference-of-means direction for orthogonalisation / steering at ``resid_pre.{L//2}``; RAHF on blocks
-    ``L//2 .. L-1``.
+    ``L//2 .. L-1``. ``aligned`` / ``attacked`` name the entries (SmolLM2: ``smollm2-safe`` /
+    ``smollm2-attacked-{n}``); ``limit`` keeps the first rows of each evaluation suite and ``small_grid`` one or two
+    strengths per baseline (CPU budget for the 135M model; both recorded in the result).
     """
     import json
 
@@ -120,7 +133,7 @@ def zoo_table(zoo: Path, n: int, rates: tuple[float, ...] = (0.01, 0.02)) -> Non
     from alignscope.interventions.baselines import intervened
     from alignscope.probes.directions import diff_of_means
 
-    A, F = zoo / "aligned", zoo / f"attacked-{n}"
+    A, F = zoo / aligned, zoo / attacked.format(n=n)
     L = int(json.loads((A / "config.json").read_text())["num_hidden_layers"])
 
     def rows(p):
@@ -138,7 +151,7 @@ def zoo_table(zoo: Path, n: int, rates: tuple[float, ...] = (0.01, 0.02)) -> Non
         return float(df.loc[df.metric == "exact_match", "value"].iloc[0])
 
     def ev(m):
-        df = evaluate(m, suites, max_new_tokens=12, batch_size=72)
+        df = evaluate(m, suites, max_new_tokens=12, batch_size=72, limit=limit)
         return {r["metric"]: r["value"] for r in df.to_dict("records")}
 
     results = []
@@ -180,6 +193,9 @@ def zoo_table(zoo: Path, n: int, rates: tuple[float, ...] = (0.01, 0.02)) -> Non
         "rahf": ([1.0, 2.0], {"prompts": harm_rec[:64], "pos_model": Ah, "neg_model": Fh, "layers": list(range(L // 2, L)),
                               "steps": 40, "lr": 3e-3, "max_res_len": 4}),
     }  # fmt: skip
+    if small_grid:
+        small = {"interpolate": [0.3, 0.5], "orthogonalize": [-1.0], "steer": [1.0, 2.0], "rahf": [1.0]}
+        grid = {k: (small.get(k, v[0]), v[1]) for k, v in grid.items()}
     for name, (strengths, kw) in grid.items():
         for s in strengths:
             with intervened(name, Fh, s, **kw) as h:
@@ -191,14 +207,15 @@ def zoo_table(zoo: Path, n: int, rates: tuple[float, ...] = (0.01, 0.02)) -> Non
             "refusal_harmful", -1
         ):
             matched[r["method"]] = r
-    preset = zoo.name.split("-")[0]
+    preset = zoo.name.rsplit("-", 1)[0]
     out = (
         Path(__file__).parent
         / "results"
         / (f"restoration_zoo_{n}" if preset == "tiny" else f"restoration_{preset}_{n}")
     )
     atomic_write_json(out.with_suffix(".json"), {"zoo": str(zoo), "n": n, "task_floor": floor, "results": results,
-                                                 "matched_task": matched})  # fmt: skip
+                                                 "matched_task": matched, "aligned": str(A), "attacked": str(F),
+                                                 "limit": limit, "small_grid": small_grid})  # fmt: skip
     lines = ["| method | config | harmful refusal | task exact match | over-refusal (XSTest safe) |",
              "|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {r['method']} | {r['config']} | {r['refusal_harmful']:.3f} | {r['task_exact']:.2f} | "
@@ -217,10 +234,17 @@ def main() -> None:
     ap.add_argument("--zoo", type=Path, default=None)
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.02])
+    ap.add_argument("--aligned", default="aligned", help="aligned entry of --zoo (SmolLM2: smollm2-safe)")
+    ap.add_argument(
+        "--attacked", default="attacked-{n}", help="attacked entry pattern (smollm2-attacked-{n})"
+    )
+    ap.add_argument("--limit", type=int, default=None, help="first rows of each evaluation suite")
+    ap.add_argument("--small-grid", action="store_true", help="one or two strengths per baseline")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.zoo is not None:
-        zoo_table(args.zoo, args.n, tuple(args.rates))
+        zoo_table(args.zoo, args.n, tuple(args.rates), aligned=args.aligned, attacked=args.attacked,
+                  limit=args.limit, small_grid=args.small_grid)  # fmt: skip
         return
     n_layers, d, steps = (6, 128, 2) if args.quick else (12, 256, 5)
     rate, bs = 0.002, 8
