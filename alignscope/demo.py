@@ -295,13 +295,26 @@ def stage_restoration(out: Path, preset: str, ctx: dict) -> list[str]:
 
 
 def stage_faking(out: Path, preset: str, ctx: dict) -> list[str]:
-    """The six Poser strategies (+ variants) on every ordered honest/faker pair of the zoo."""
-    from alignscope.analyses.faking_bench import benchmark_markdown, run_faking_benchmark
+    """The six Poser strategies (+ variants) on every ordered honest/faker pair whose models behave as labelled."""
+    from alignscope.analyses.faking_bench import (
+        benchmark_markdown,
+        run_faking_benchmark,
+        validate_models,
+        validation_markdown,
+    )
 
     z = ctx["zoo"]
     honest = sorted(n for n in z if n.startswith("honest-"))
     fakers = sorted(n for n in z if n.startswith("faker-"))
-    pairs = [(z[h], z[f]) for h in honest for f in fakers]
+    # only models that behave as labelled: a "faker" that does not fake has nothing for a detector to find
+    ok_h, ok_f, table = validate_models([z[h] for h in honest], [z[f] for f in fakers])
+    console.print(validation_markdown(table))
+    atomic_write_text(out / "faking_models.md", validation_markdown(table))
+    pairs = [(h, f) for h in ok_h for f in ok_f]
+    if not pairs:
+        return [
+            "faking detectors: no honest/faker pair behaves as labelled (faking_models.md); nothing to score"
+        ]
     # every strategy but learning_speed (it fine-tunes copies: minutes) — `alignscope faking` runs them all
     from alignscope.probes.faking import list_detectors
 
@@ -311,7 +324,9 @@ def stage_faking(out: Path, preset: str, ctx: dict) -> list[str]:
     )
     console.print(benchmark_markdown(df))
     best = df.sort_values("accuracy", ascending=False).iloc[0] if "accuracy" in df else None
+    left = len(honest) * len(fakers) - len(pairs)
     line = f"faking detectors on {len(pairs)} pairs ({2 * len(pairs)} ordered): faking.md"
+    line += f" ({left} pairs left out: models not behaving as labelled, faking_models.md)" if left else ""
     if best is not None:
         line += f"; best: {best['strategy']} {best['accuracy']:.0%}"
     return [line]

@@ -254,3 +254,16 @@ def test_cli_and_audit_mode(zoo, pair, tmp_path):
     )
     assert aud["detectors"]["attentiveness_normalized"]["says_faker"] is True
     assert aud["model"]["model_path"] == str(Path(zoo[f]).resolve())
+
+
+def test_validate_models_keeps_only_models_that_behave_as_labelled(zoo):
+    """A faker must fake and an honest model must not; a mislabelled model (an honest one passed as a faker) is out."""
+    from alignscope.analyses.faking_bench import validate_models, validation_markdown
+
+    honest, fakers = _pair_names(zoo)
+    with torch.inference_mode():
+        h, f, table = validate_models([zoo[n] for n in honest], [zoo[n] for n in fakers] + [zoo[honest[0]]])
+    assert [p.name for p in h] == honest and [p.name for p in f] == fakers  # the tiny organisms behave
+    wrong = table.iloc[-1]
+    assert wrong.kind == "faker" and not wrong.ok and wrong.poor_misaligned <= 0.2
+    assert "**no**" in validation_markdown(table)
