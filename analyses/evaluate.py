@@ -342,7 +342,12 @@ def _normalise_suites(suites, model) -> dict[str, SuiteSpec]:
         if p.is_dir() and (p / "organism.json").exists():
             meta = json.loads((p / "organism.json").read_text())
             return {k: str(p / v) for k, v in meta.get("evals", {}).items()}
-        if not p.exists() and isinstance(suites, str) and os.sep not in suites and not suites.endswith(".jsonl"):
+        if (
+            not p.exists()
+            and isinstance(suites, str)
+            and os.sep not in suites
+            and not suites.endswith(".jsonl")
+        ):
             return _normalise_suites([suites], model)  # one suite name, resolved from organism.json
         return {p.stem: str(p)}
     out: dict[str, SuiteSpec] = {}

@@ -273,7 +273,9 @@ def test_parallel_build_equals_sequential(tiny_zoo, tmp_path):
     for n in ("base", "aligned"):
         shutil.copytree(tiny_zoo[n], root / n)
     with one_thread():
-        out = build_zoo("tiny", cache_dir=tmp_path, only=["attacked-50", "honest-1"], workers=2, progress=False)
+        out = build_zoo(
+            "tiny", cache_dir=tmp_path, only=["attacked-50", "honest-1"], workers=2, progress=False
+        )
     for n in ("attacked-50", "honest-1"):
         assert out[n] == root / n
         assert sha256_file(out[n] / "model.safetensors") == sha256_file(tiny_zoo[n] / "model.safetensors")
