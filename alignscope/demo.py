@@ -185,6 +185,7 @@ def stage_directions(out: Path, preset: str, ctx: dict) -> list[str]:
     from alignscope.interventions import ablate, steer
     from alignscope.probes.find import find_direction
     from alignscope.probes.layers import plot_layer_curve, probe_layers
+    from alignscope.probes.selection import SelectionError
     from alignscope.probes.studies import aqi_layer_study, plot_aqi_layers
 
     z = ctx["zoo"]
@@ -192,21 +193,31 @@ def stage_directions(out: Path, preset: str, ctx: dict) -> list[str]:
     h = load_model(org)
     data = json.loads((org.parent / "_data" / "data.json").read_text())
     rng = np.random.default_rng(SEED)
-    hp = sorted({q for q, _ in data["harmful_refuse"]})
-    sp = sorted({q for q, _ in data["harmless"]})
+    # prompts of the length the organisms were trained on (the standard pools hold a few long Alpaca seed tasks)
+    hp = sorted({q for q, _ in data["harmful_refuse"] if len(q) <= 240})
+    sp = sorted({q for q, _ in data["harmless"] if len(q) <= 240})
     hi, si = rng.permutation(len(hp))[:48], rng.permutation(len(sp))[:48]
     small = h.n_layers <= 2
-    d = find_direction(
-        h,
-        [hp[i] for i in hi[:32]],
-        [sp[i] for i in si[:32]],
-        val_harmful=[hp[i] for i in hi[32:]],
-        val_harmless=[sp[i] for i in si[32:]],
-        prune_layer_frac=0.0 if small else 0.2,
-        kl_threshold=1.0 if small else 0.1,
-        max_new_tokens=12,
-        seed=SEED,
-    )
+
+    def find(prune: float, kl: float):
+        return find_direction(
+            h,
+            [hp[i] for i in hi[:32]],
+            [sp[i] for i in si[:32]],
+            val_harmful=[hp[i] for i in hi[32:]],
+            val_harmless=[sp[i] for i in si[32:]],
+            prune_layer_frac=prune,
+            kl_threshold=kl,
+            max_new_tokens=12,
+            seed=SEED,
+        )
+
+    relaxed = small
+    try:
+        d = find(0.0, 1.0) if small else find(0.2, 0.1)
+    except SelectionError:  # the paper's filters leave nothing on the 4-layer organism (docs/probes.md)
+        relaxed = True
+        d = find(0.0, 1.0)
     d.save(out / "aligned_direction")
     judge = get_scorer("substring")
     meta = _meta(org)
@@ -232,7 +243,8 @@ def stage_directions(out: Path, preset: str, ctx: dict) -> list[str]:
     plot_aqi_layers(study, out / "aqi_layers", title=f"per-layer AQI: aligned vs {attacked}")
     ctx["direction"] = d
     return [
-        f"selected direction: {d.site}, position {d.position} ({d.method}); saved to aligned_direction/",
+        f"selected direction: {d.site}, position {d.position} ({d.method}); saved to aligned_direction/"
+        + (" (selection filters relaxed: KL <= 1, no layer pruning)" if relaxed else ""),
         f"refusal on held-out harmful prompts: {base_h:.2f} -> {abl:.2f} with the direction ablated at every layer",
         f"refusal on held-out harmless prompts: {base_s:.2f} -> {add:.2f} with the direction added at layer {layer}",
         "figures: aligned_probe_layers.png (probe AUROC per layer), aqi_layers.png (AQI aligned vs attacked)",
