@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     fakers = [Path(c) for c in ckpts if Path(c).name.startswith("faker-")]
     validation = ""
     if fakers:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from exp_faking_zoo import _validate
+        from alignscope.analyses.faking_bench import validate_models, validation_markdown
 
-        _, ok, validation = _validate([], fakers)
+        _, ok, table = validate_models([], fakers)
+        validation = validation_markdown(table)
         not_faking = {f.name for f in fakers if f not in ok}
     out = Path(args.out or f"/tmp/audit_{name}")
     cfg = AuditConfig(honest_reference=honest, limit=args.limit, seed=0, faking=honest is not None)
