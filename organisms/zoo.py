@@ -91,26 +91,25 @@ class Preset:
     batch_mode: str = "mixed"  # see tier1.train; "pool" = one data pool per batch
     scenario_batch_size: int | None = None  # batch size of honest/faker stages (default: batch_size)
 
-    def config_hash(self) -> str:
+    def _hashed_fields(self) -> dict:
         d = asdict(self)
-        # fields added later stay out of the hash at their defaults, so existing caches stay valid
+        # fields added later stay out of the hashes at their defaults, so existing caches stay valid
         if d["batch_mode"] == "mixed":
             d.pop("batch_mode")
         if d["scenario_batch_size"] is None:
             d.pop("scenario_batch_size")
-        blob = json.dumps({"v": ZOO_FORMAT_VERSION, **d}, sort_keys=True, default=str)
+        return d
+
+    def config_hash(self) -> str:
+        blob = json.dumps({"v": ZOO_FORMAT_VERSION, **self._hashed_fields()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     def stage_key(self, name: str) -> str:
         """Hash of everything that determines one stage's weights: the preset's data and model fields, the stage and
         its ancestors. Equal keys in two builds of a preset mean identical checkpoints, so a changed recipe of later
         stages reuses the unchanged ancestors of an earlier build (see :func:`build_zoo`)."""
-        d = asdict(self)
+        d = self._hashed_fields()
         stages = {s["name"]: s for s in d.pop("stages")}
-        if d["batch_mode"] == "mixed":
-            d.pop("batch_mode")
-        if d["scenario_batch_size"] is None:
-            d.pop("scenario_batch_size")
         chain = []
         n = name
         while n is not None:
