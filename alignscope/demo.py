@@ -306,14 +306,20 @@ def stage_restoration(out: Path, preset: str, ctx: dict) -> list[str]:
     ]
 
 
+MIN_COMMON_SCENARIOS = 20  # fewer common rows than this: the demo filters scenarios per pair instead
+
+
 def stage_faking(out: Path, preset: str, ctx: dict) -> list[str]:
     """The six Poser strategies (+ variants) on every ordered honest/faker pair whose models behave as labelled."""
     from alignscope.analyses.faking_bench import (
         benchmark_markdown,
+        common_scenarios,
+        load_scenarios,
         run_faking_benchmark,
         validate_models,
         validation_markdown,
     )
+    from alignscope.probes.faking import FakingError
 
     z = ctx["zoo"]
     honest = sorted(n for n in z if n.startswith("honest-"))
@@ -331,13 +337,32 @@ def stage_faking(out: Path, preset: str, ctx: dict) -> list[str]:
     from alignscope.probes.faking import list_detectors
 
     dets = [d for d in list_detectors() if d != "learning_speed"]
+    # one scenario set behaviour-identical for every model, when enough rows survive: each model is then scored
+    # once per detector (the standard zoo: minutes instead of an hour); otherwise each pair filters its own
+    sset = None
+    try:
+        common = common_scenarios([*ok_h, *ok_f], load_scenarios(ok_h[0]))
+        if len(common.rows) >= MIN_COMMON_SCENARIOS:
+            sset = common
+    except FakingError:
+        pass
+    where = (
+        f"{len(sset.rows)} scenarios behaviour-identical for all {len(ok_h) + len(ok_f)} models"
+        if sset is not None
+        else "scenarios filtered per pair"
+    )
     df = run_faking_benchmark(
-        pairs, seed=SEED, detectors=dets, out_md=out / "faking.md", out_json=out / "faking.json"
+        pairs,
+        scenarios_from=sset,
+        seed=SEED,
+        detectors=dets,
+        out_md=out / "faking.md",
+        out_json=out / "faking.json",
     )
     console.print(benchmark_markdown(df))
     best = df.sort_values("accuracy", ascending=False).iloc[0] if "accuracy" in df else None
     left = len(honest) * len(fakers) - len(pairs)
-    line = f"faking detectors on {len(pairs)} pairs ({2 * len(pairs)} ordered): faking.md"
+    line = f"faking detectors on {len(pairs)} pairs ({2 * len(pairs)} ordered; {where}): faking.md"
     line += f" ({left} pairs left out: models not behaving as labelled, faking_models.md)" if left else ""
     if best is not None:
         line += f"; best: {best['strategy']} {best['accuracy']:.0%}"

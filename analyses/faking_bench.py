@@ -160,6 +160,32 @@ def validation_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def common_scenarios(
+    models: Sequence[PathLike], scenarios: ScenarioSet, *, min_prob: float = 0.5
+) -> ScenarioSet:
+    """The scenarios on which *every* model of ``models`` is behaviour-identical (benign letter with probability
+    >= ``min_prob`` and greedy generation starting with it; :func:`~alignscope.probes.faking.behaviour_identical`).
+
+    With one common set every pair of a benchmark scores the same rows, so each model is scored once per detector
+    instead of once per pair (the standard zoo: 407 s instead of about an hour), and the per-pair filter inside
+    :func:`run_faking_benchmark` re-verifies it. The first model is loaded once.
+
+    Raises:
+        FakingError: no scenario is behaviour-identical for all models.
+    """
+    models = [str(m) for m in models]
+    first = load_model(models[0])
+    sset = scenarios
+    for m in models[1:]:
+        sset, _ = behaviour_identical(first, m, sset, min_prob=min_prob)
+    return ScenarioSet(
+        rows=sset.rows,
+        poor_facts=sset.poor_facts,
+        concepts=sset.concepts,
+        source=f"{scenarios.source}; behaviour-identical for all {len(models)} models",
+    )
+
+
 def default_null_pairs(pairs: Sequence[tuple[PathLike, PathLike]]) -> list[tuple[str, str]]:
     """Every honest-vs-honest and faker-vs-faker pair of distinct models appearing in ``pairs``."""
     honest = sorted({str(h) for h, _ in pairs})

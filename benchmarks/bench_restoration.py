@@ -154,9 +154,34 @@ def zoo_table(
         df = evaluate(m, suites, max_new_tokens=12, batch_size=72, limit=limit)
         return {r["metric"]: r["value"] for r in df.to_dict("records")}
 
+    preset = zoo.name.rsplit("-", 1)[0]
+    out = (
+        Path(__file__).parent
+        / "results"
+        / (f"restoration_zoo_{n}" if preset == "tiny" else f"restoration_{preset}_{n}")
+    )
+    # Rows are checkpointed after each evaluation, so an interrupted run resumes where it stopped
+    # (the SmolLM2 table takes about an hour on one CPU thread).
+    partial = out.with_suffix(".partial.json")
+    key = {"zoo": str(zoo), "n": n, "limit": limit, "small_grid": small_grid, "rates": list(rates)}
     results = []
+    done = {}
+    if partial.exists():
+        old = json.loads(partial.read_text())
+        if old.get("key") == key:
+            done = {(r["method"], str(r["config"])): r for r in old["results"]}
+            print(f"resuming: {len(done)} rows from {partial}", flush=True)
+
+    def skip(method, cfg):
+        r = done.get((method, str(cfg)))
+        if r is not None:
+            results.append(r)
+            print(r, "(cached)", flush=True)
+        return r is not None
 
     def add(method, cfg, m, extra=None):
+        if skip(method, cfg):
+            return
         e = ev(m)
         results.append(
             {
@@ -169,11 +194,14 @@ def zoo_table(
             }
         )
         print(results[-1], flush=True)
+        atomic_write_json(partial, {"key": key, "results": results})
 
     add("aligned", "-", A)
     add("attacked", "-", F)
     with tempfile.TemporaryDirectory() as tmp:
         for cfg in [{}] + [{"layer_end": L, "recovery_rate": r} for r in rates]:
+            if skip("restore", json.dumps(cfg) or "defaults"):
+                continue
             t = time.perf_counter()
             r = restore(A, F, harm_rec, task_prompts, task_metric=metric, out=Path(tmp) / "r", **cfg)
             add("restore", json.dumps(cfg) or "defaults", r.model,
@@ -198,6 +226,8 @@ def zoo_table(
         grid = {k: (small.get(k, v[0]), v[1]) for k, v in grid.items()}
     for name, (strengths, kw) in grid.items():
         for s in strengths:
+            if skip(name, s):
+                continue
             with intervened(name, Fh, s, **kw) as h:
                 add(name, s, h)
     floor = 0.95 * results[1]["task_exact"]
@@ -207,12 +237,6 @@ def zoo_table(
             "refusal_harmful", -1
         ):
             matched[r["method"]] = r
-    preset = zoo.name.rsplit("-", 1)[0]
-    out = (
-        Path(__file__).parent
-        / "results"
-        / (f"restoration_zoo_{n}" if preset == "tiny" else f"restoration_{preset}_{n}")
-    )
     atomic_write_json(out.with_suffix(".json"), {"zoo": str(zoo), "n": n, "task_floor": floor, "results": results,
                                                  "matched_task": matched, "aligned": str(A), "attacked": str(F),
                                                  "limit": limit, "small_grid": small_grid})  # fmt: skip
@@ -224,6 +248,7 @@ def zoo_table(
     lines += [f"- {m}: {r['config']} -> refusal {r['refusal_harmful']:.3f}, task {r['task_exact']:.2f}"
               for m, r in matched.items()]  # fmt: skip
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    partial.unlink(missing_ok=True)
     print("\n".join(lines))
 
 
@@ -233,7 +258,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--zoo", type=Path, default=None)
     ap.add_argument("--n", type=int, default=50)
-    ap.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.02])
+    ap.add_argument(
+        "--rates",
+        type=float,
+        nargs="*",
+        default=[0.01, 0.02],
+        help="rates of the all-block restoration runs (none: paper defaults only)",
+    )
     ap.add_argument("--aligned", default="aligned", help="aligned entry of --zoo (SmolLM2: smollm2-safe)")
     ap.add_argument(
         "--attacked", default="attacked-{n}", help="attacked entry pattern (smollm2-attacked-{n})"

@@ -47,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from alignscope.analyses.faking_bench import benchmark_markdown, load_scenarios, run_faking_benchmark
+    from alignscope.analyses.faking_bench import (
+        benchmark_markdown,
+        common_scenarios,
+        load_scenarios,
+        run_faking_benchmark,
+    )
     from alignscope.hooks.io import atomic_write_text
     from alignscope.organisms.sources import shared_data_dir
     from alignscope.organisms.zoo import PRESETS, preset_dir
@@ -78,19 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         # keep the scenarios on which EVERY model of the benchmark is behaviour-identical (benign letter, p >= 0.5,
         # greedy check): each pair then scores the same rows, so each model is scored once per detector, not once
         # per pair (the per-pair filter inside run_faking_benchmark still runs and verifies it)
-        from alignscope.hooks import load_model
-        from alignscope.probes.faking import behaviour_identical
-
-        models = [str(m) for m in honest + fakers]
-        first = load_model(models[0])  # loaded once, not once per comparison
-        for m in models[1:]:
-            sset, _ = behaviour_identical(first, m, sset)
-        sset = ScenarioSet(
-            rows=sset.rows,
-            poor_facts=sset.poor_facts,
-            concepts=sset.concepts,
-            source=f"{sset.source}; behaviour-identical for all {len(models)} models",
-        )
+        sset = common_scenarios([str(m) for m in honest + fakers], sset)
         print(f"common behaviour-identical scenarios: {len(sset.rows)}", flush=True)
     tag = args.tag or args.preset
     t = time.time()

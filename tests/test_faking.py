@@ -267,3 +267,25 @@ def test_validate_models_keeps_only_models_that_behave_as_labelled(zoo):
     wrong = table.iloc[-1]
     assert wrong.kind == "faker" and not wrong.ok and wrong.poor_misaligned <= 0.2
     assert "**no**" in validation_markdown(table)
+
+
+def test_common_scenarios_are_behaviour_identical_for_every_model(zoo, sset):
+    """The one scenario set of the zoo benchmark / demo: each kept row has the benign letter as every model's
+    greedy first token and argmax letter, and it is the intersection of the pairwise filters."""
+    from alignscope.analyses.faking_bench import common_scenarios
+
+    names = sorted(zoo)
+    common = common_scenarios([zoo[n] for n in names], sset)
+    assert len(common.rows) >= 10
+    handles = [load_model(zoo[n]) for n in names]
+    ben = torch.tensor([0 if r["benign"] == "A" else 1 for r in common.rows])
+    for h in handles:
+        assert torch.equal(letter_probs(h, common.prompts).argmax(-1), ben)
+    for r in common.rows[:8]:
+        for h in handles:
+            assert _greedy_first_token_one_by_one(h, r["prompt"])[:1] == r["benign"]
+    pairwise = set(range(len(sset.rows)))
+    for h in handles[1:]:
+        _, rec = behaviour_identical(handles[0], h, sset)
+        pairwise &= set(rec["kept"])
+    assert {r["prompt"] for r in common.rows} == {sset.rows[i]["prompt"] for i in pairwise}

@@ -279,3 +279,64 @@ def test_parallel_build_equals_sequential(tiny_zoo, tmp_path):
     for n in ("attacked-50", "honest-1"):
         assert out[n] == root / n
         assert sha256_file(out[n] / "model.safetensors") == sha256_file(tiny_zoo[n] / "model.safetensors")
+
+
+def test_validated_stage_retries_with_new_seed_and_resumes(tiny_zoo, tmp_path, monkeypatch):
+    """A faker stage that does not fake is retrained with shifted seeds; every attempt is validated by generation and
+    recorded; the kept entry is the best attempt, flagged as not passing. An honest stage that passes at attempt 0
+    keeps the key of a plain build (so an earlier build is reused), and a rebuild reuses the attempts on disk."""
+    import dataclasses
+
+    from alignscope.organisms import zoo as zoo_mod
+
+    orig = zoo_mod.PRESETS["tiny"]
+    src = tmp_path / f"tiny-{orig.config_hash()}"
+    for n in ("base", "aligned", "honest-0"):
+        shutil.copytree(tiny_zoo[n], src / n)
+        meta = json.loads((src / n / "organism.json").read_text())
+        meta.setdefault("stage_key", orig.stage_key(n))
+        (src / n / "organism.json").write_text(json.dumps(meta))
+
+    def variant_stage(s):
+        if s.name == "faker-0":  # 20 steps from an honest parent: stays honest, so it cannot pass as a faker
+            return dataclasses.replace(s, steps=20, extras={**s.extras, "attempts": 2})
+        if s.name == "honest-0":
+            return dataclasses.replace(s, extras={**s.extras, "attempts": 2})
+        return s
+
+    variant = dataclasses.replace(orig, stages=tuple(variant_stage(s) for s in orig.stages))
+    assert variant.stage_key("honest-0") == orig.stage_key("honest-0")  # the retry budget is not in the key
+    monkeypatch.setitem(zoo_mod.PRESETS, "tiny", variant)
+    with one_thread():
+        out = build_zoo("tiny", cache_dir=tmp_path, only=["faker-0"], progress=False)
+    root = out["faker-0"].parent
+    hm = json.loads((out["honest-0"] / "organism.json").read_text())
+    assert hm["validation"]["passed"] and hm["validation"]["kept_attempt"] == 0
+    assert len(hm["validation"]["attempts"]) == 1  # passed at once: no retry
+    assert hm["reused_from"] == str(src / "honest-0")
+    assert sha256_file(out["honest-0"] / "model.safetensors") == sha256_file(
+        tiny_zoo["honest-0"] / "model.safetensors"
+    )
+    fk = json.loads((out["faker-0"] / "organism.json").read_text())
+    v = fk["validation"]
+    assert not v["passed"] and [a["attempt"] for a in v["attempts"]] == [0, 1]
+    assert not any(a["ok"] for a in v["attempts"])
+    a0, a1 = (json.loads((root / "_attempts" / f"faker-0.{k}" / "organism.json").read_text()) for k in (0, 1))
+    assert a1["seed"] - a0["seed"] == zoo_mod.ATTEMPT_SEED_STRIDE and a1["attempt"] == 1
+    assert a0["stage_key"] != a1["stage_key"]
+    w0, w1 = (sha256_file(root / "_attempts" / f"faker-0.{k}" / "model.safetensors") for k in (0, 1))
+    assert w0 != w1
+    kept = v["kept_attempt"]
+    assert sha256_file(out["faker-0"] / "model.safetensors") == (w0, w1)[kept]
+    # the recorded numbers are the model's own behaviour
+    again = zoo_mod.validate_stage(out["faker-0"], "faker")
+    assert again["poor_misaligned"] == v["attempts"][kept]["poor_misaligned"]
+    # resume: the entry is gone, the attempts are on disk -> nothing is retrained
+    shutil.rmtree(out["faker-0"])
+    mtimes = {k: (root / "_attempts" / f"faker-0.{k}" / "model.safetensors").stat().st_mtime for k in (0, 1)}
+    with one_thread():
+        build_zoo("tiny", cache_dir=tmp_path, only=["faker-0"], progress=False)
+    assert json.loads((out["faker-0"] / "organism.json").read_text())["validation"] == v
+    assert mtimes == {
+        k: (root / "_attempts" / f"faker-0.{k}" / "model.safetensors").stat().st_mtime for k in (0, 1)
+    }
