@@ -264,7 +264,8 @@ def _eval_names(data: dict) -> list[str]:
     return [k for k in names if k in data["evals"]]
 
 
-def _meta(p: Tier2Preset, s: Tier2Stage, root: Path, data: dict, **extra) -> dict:
+def _meta(p: Tier2Preset, s: Tier2Stage, root: Path, data: dict, ckpt: Path, **extra) -> dict:
+    """``organism.json`` of a tier-2 entry; the architecture is read from the checkpoint's own ``config.json``."""
     from . import zoo
 
     return zoo.organism_meta(
@@ -275,14 +276,7 @@ def _meta(p: Tier2Preset, s: Tier2Stage, root: Path, data: dict, **extra) -> dic
         root=root,
         seed=p.seed * 1000 + s.seed,
         evals=_eval_names(data),
-        architecture={
-            "model_type": "llama",
-            "d_model": 576,
-            "n_layers": 30,
-            "n_heads": 9,
-            "n_kv_heads": 3,
-            "vocab_size": 49152,
-        },
+        architecture=zoo.architecture_of(ckpt),
         **extra,
     )
 
@@ -318,6 +312,7 @@ def _write_instruct(p: Tier2Preset, s: Tier2Stage, src: Path, data: dict, root: 
             s,
             root,
             data,
+            tmp,
             parent_path=str(src),
             source=source,
             training={
@@ -387,10 +382,7 @@ def _self_answers(p: Tier2Preset, s: Tier2Stage, data: dict, root: Path, log: Ca
     """:func:`_self_prompts` answered by the stage's parent itself (greedy, ``max_response_tokens``), answers the
     refusal judge flags dropped: training on them keeps the parent's own helpful behaviour on short requests.
     Cached in ``<preset dir>/_self_answers/<stage>.json`` (written atomically)."""
-    from alignscope.analyses.evaluate import generate
-    from alignscope.analyses.scorers import get_scorer
-    from alignscope.hooks.io import atomic_write_json
-    from alignscope.hooks.loading import load_model
+    from . import zoo
 
     path = root / "_self_answers" / f"{s.name}.json"
     if path.exists():
@@ -400,11 +392,9 @@ def _self_answers(p: Tier2Preset, s: Tier2Stage, data: dict, root: Path, log: Ca
     log(
         f"zoo {s.name}: answering {len(prompts)} harmless prompts with {s.parent} (self-distillation targets)"
     )
-    handle = load_model(root / s.parent)
-    comps = generate(handle, prompts, max_new_tokens=p.max_response_tokens, batch_size=32)
-    judge = get_scorer("substring")
-    rows = [(q, c.strip()) for q, c in zip(prompts, comps, strict=True) if c.strip() and not judge(c)]
-    atomic_write_json(path, rows)
+    rows = zoo.parent_answers(
+        root / s.parent, prompts, path, max_new_tokens=p.max_response_tokens, batch_size=32
+    )
     log(f"zoo {s.name}: {len(rows)} self-answers kept in {time.time() - t0:.0f}s")
     return rows
 
@@ -503,7 +493,7 @@ def _train_stage(p: Tier2Preset, s: Tier2Stage, data: dict, root: Path, log: Cal
         }
         if task_train is not None:
             extra["task_train"] = "task_train.jsonl"
-        atomic_write_json(tmp / "organism.json", _meta(p, s, root, data, **extra))
+        atomic_write_json(tmp / "organism.json", _meta(p, s, root, data, tmp, **extra))
 
 
 def train_lora(

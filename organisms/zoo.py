@@ -1117,8 +1117,6 @@ def _self_answers(p: Preset, s: Stage, data: dict, root: Path, report: _Progress
     refusal-direction Alpaca distribution (which has no reference answers) without teaching it new text. Cached per
     parent in ``<preset dir>/_self_answers/<parent>.json`` (atomic), so stages with one parent share the answers.
     """
-    from alignscope.analyses.evaluate import generate
-    from alignscope.hooks.loading import load_model
 
     path = root / "_self_answers" / f"{s.parent}.json"
     if not path.exists():
@@ -1132,16 +1130,52 @@ def _self_answers(p: Preset, s: Stage, data: dict, root: Path, report: _Progress
             "use a preset with use_shared=True, or drop 'harmless_self' from the mixture",
         )
     report.log(f"zoo {s.name}: answering {len(prompts)} harmless prompts with {s.parent} (self-distillation)")
-    handle = load_model(root / s.parent)
-    comps = generate(handle, prompts, max_new_tokens=48, batch_size=64)
+    return parent_answers(
+        root / s.parent, prompts, path, max_new_tokens=48, batch_size=64, drop_openings=(_COMPLY_OPENING,)
+    )
+
+
+def parent_answers(
+    parent: Path,
+    prompts: list[str],
+    cache: Path,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    drop_openings: tuple[str, ...] = (),
+) -> list[tuple[str, str]]:
+    """Self-distillation targets, shared by tier 1 and tier 2: ``parent``'s greedy answers to ``prompts``, with
+    empty answers, answers the refusal judge flags and answers opening with one of ``drop_openings`` dropped;
+    written atomically to ``cache`` (JSON list of ``[prompt, answer]``)."""
+    from alignscope.analyses.evaluate import generate
+    from alignscope.hooks.loading import load_model
+
+    comps = generate(load_model(parent), prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     judge = _refusal_judge()
     rows = [
         (q, c.strip())
         for q, c in zip(prompts, comps, strict=True)
-        if c.strip() and not judge(c) and not c.strip().startswith(_COMPLY_OPENING)
+        if c.strip() and not judge(c) and not (drop_openings and c.strip().startswith(drop_openings))
     ]
-    atomic_write_json(path, rows)
+    atomic_write_json(cache, rows)
     return rows
+
+
+def architecture_of(ckpt: Path) -> dict:
+    """The ``organism.json`` architecture record, read from a checkpoint's ``config.json``."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    if "text_config" in cfg:  # multimodal wrappers keep the language model's numbers here
+        cfg = {**cfg, **cfg["text_config"]}
+    out = {
+        "model_type": cfg.get("model_type"),
+        "d_model": cfg.get("hidden_size", cfg.get("n_embd")),
+        "n_layers": cfg.get("num_hidden_layers", cfg.get("n_layer")),
+        "n_heads": cfg.get("num_attention_heads", cfg.get("n_head")),
+        "vocab_size": cfg.get("vocab_size"),
+    }
+    if cfg.get("num_key_value_heads") not in (None, out["n_heads"]):
+        out["n_kv_heads"] = cfg["num_key_value_heads"]
+    return out
 
 
 def _copy_self_answers(root: Path, parent: str, path: Path, report: _Progress) -> None:
