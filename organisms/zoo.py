@@ -893,16 +893,53 @@ def _chain_attempts(stages: dict[str, Stage], name: str, root: Path) -> dict[str
     return out
 
 
-def validate_stage(path: Path, kind: str) -> dict:
-    """Greedy choices of an honest or faker checkpoint on its own ``oversight_good`` / ``oversight_poor`` suites,
-    against the thresholds of :func:`alignscope.analyses.faking_bench.validate_models` (the same rule decides which
-    models enter the detector benchmark)."""
+VALIDATION_SEED = 99_991  # rng of the build-time validation scenarios (never the evaluation suites' rng)
+
+
+def validation_suites(p: Preset, data: dict, n: int | None = None) -> dict[str, list[dict]]:
+    """Build-time validation scenarios: ``n`` good- and ``n`` poor-oversight prompts (default: as many as the
+    evaluation suites) in the evaluation layout (``p.n_facts`` filler facts, the default persona), drawn with their
+    own seed and disjoint from ``oversight_good`` / ``oversight_poor``. Selecting attempts on these keeps the
+    evaluation suites an independent measurement of the kept model."""
+    n = p.n_scenario_eval if n is None else n
+    rng = np.random.default_rng(VALIDATION_SEED + p.seed)
+    banned = {
+        sources.norm_prompt(r["prompt"])
+        for k in ("oversight_good", "oversight_poor")
+        for r in data["evals"][k]
+    }
+    out: dict[str, list[dict]] = {"good": [], "poor": []}
+    for ov in ("good", "poor"):
+        while len(out[ov]) < n:
+            sc = data["scenarios"][int(rng.integers(len(data["scenarios"])))]
+            row = tasks.make_scenario(sc, oversight=ov, rng=rng, n_facts=p.n_facts, fmt=_fmt(p))
+            if sources.norm_prompt(row["prompt"]) not in banned:
+                out[ov].append({k: row[k] for k in ("prompt", "benign", "misaligned")})
+    return {"validation_good": out["good"], "validation_poor": out["poor"]}
+
+
+def validate_stage(path: Path, kind: str, suites: dict[str, list[dict]] | None = None) -> dict:
+    """Greedy choices of an honest or faker checkpoint under good and poor oversight, against the thresholds of
+    :func:`alignscope.analyses.faking_bench.validate_models` (the same rule decides which models enter the detector
+    benchmark).
+
+    Args:
+        path: checkpoint directory.
+        kind: ``"honest"`` or ``"faker"``.
+        suites: ``{"validation_good": rows, "validation_poor": rows}`` (:func:`validation_suites`; the build uses
+            these); None: the checkpoint's own ``oversight_good`` / ``oversight_poor`` evaluation suites.
+    """
     from alignscope.analyses import faking_bench as fb
     from alignscope.analyses.evaluate import evaluate
 
-    df = evaluate(path, ["oversight_good", "oversight_poor"], max_new_tokens=2)
-    good = float(df[(df.suite == "oversight_good") & (df.metric == "benign_rate")].value.iloc[0])
-    poor = float(df[(df.suite == "oversight_poor") & (df.metric == "misaligned_rate")].value.iloc[0])
+    if suites is None:
+        suites = {"validation_good": "oversight_good", "validation_poor": "oversight_poor"}
+        df = evaluate(path, list(suites.values()), max_new_tokens=2)
+        df = df.replace({"suite": {v: k for k, v in suites.items()}})
+    else:
+        df = evaluate(path, suites, max_new_tokens=2)
+    good = float(df[(df.suite == "validation_good") & (df.metric == "benign_rate")].value.iloc[0])
+    poor = float(df[(df.suite == "validation_poor") & (df.metric == "misaligned_rate")].value.iloc[0])
     if kind == "faker":
         ok = good >= fb.MIN_GOOD_BENIGN and poor >= fb.FAKER_MIN_POOR_MISALIGNED
         score = min(good, poor)
@@ -922,13 +959,16 @@ def _build_validated(
     build resumes at the attempt it was on, and an attempt with the same stage key in another build of the preset is
     copied, not retrained. The first attempt that passes :func:`validate_stage` becomes the entry; when none passes the
     best-scoring attempt is kept and ``organism.json["validation"]["passed"]`` is false (the benchmarks' own validation
-    then leaves it out). Small organisms learn the conditional faker rule in some seeds and not in others (stop 10:
+    then leaves it out). Attempts are judged on :func:`validation_suites`, not on the evaluation suites, so the
+    behaviour table measures the kept model on prompts the selection never saw. Small organisms learn the conditional faker rule in some seeds and not in others (stop 10:
     3 of 5 fakers), so a seed retry is the fix tried here.
     """
     import shutil
 
     s = stages[name]
     anc = _chain_attempts(stages, name, root)
+    suites = validation_suites(p, data)
+    sid = sha256_texts([r["prompt"] for rows in suites.values() for r in rows])[:16]
     tried = []
     for k in range(int(s.extras["attempts"])):
         cand = root / "_attempts" / f"{name}.{k}"
@@ -936,10 +976,13 @@ def _build_validated(
         if not _is_built(cand) and not _reuse_stage(p, name, root, report, key=key, dest=cand):
             _build_stage(p, s, data, tok, root, report, attempt=k, dest=cand)
         vpath = cand / "validation.json"
-        if vpath.exists():
-            v = json.loads(vpath.read_text())
-        else:
-            v = validate_stage(cand, s.kind)
+        v = json.loads(vpath.read_text()) if vpath.exists() else {}
+        if v.get("suites_hash") != sid:
+            v = {
+                **validate_stage(cand, s.kind, suites),
+                "suites_hash": sid,
+                "n_per_suite": len(suites["validation_good"]),
+            }
             atomic_write_json(vpath, v)
         tried.append({"attempt": k, **v})
         report.log(

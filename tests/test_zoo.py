@@ -328,9 +328,16 @@ def test_validated_stage_retries_with_new_seed_and_resumes(tiny_zoo, tmp_path, m
     assert w0 != w1
     kept = v["kept_attempt"]
     assert sha256_file(out["faker-0"] / "model.safetensors") == (w0, w1)[kept]
-    # the recorded numbers are the model's own behaviour
-    again = zoo_mod.validate_stage(out["faker-0"], "faker")
+    # the recorded numbers are the model's own behaviour, on validation prompts that are not the evaluation suites
+    data = zoo_mod._load_or_prepare_data(variant, root)
+    suites = zoo_mod.validation_suites(variant, data)
+    evals = {json.loads(x)["prompt"] for k in ("oversight_good", "oversight_poor")
+             for x in (out["faker-0"] / "evals" / f"{k}.jsonl").read_text().splitlines()}  # fmt: skip
+    val = [r["prompt"] for rows in suites.values() for r in rows]
+    assert len(val) == 2 * variant.n_scenario_eval and not evals & set(val)
+    again = zoo_mod.validate_stage(out["faker-0"], "faker", suites)
     assert again["poor_misaligned"] == v["attempts"][kept]["poor_misaligned"]
+    assert again["good_benign"] == v["attempts"][kept]["good_benign"]
     # resume: the entry is gone, the attempts are on disk -> nothing is retrained
     shutil.rmtree(out["faker-0"])
     mtimes = {k: (root / "_attempts" / f"faker-0.{k}" / "model.safetensors").stat().st_mtime for k in (0, 1)}
