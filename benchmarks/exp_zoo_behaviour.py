@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from alignscope.analyses.evaluate import evaluate
     from alignscope.hooks.io import atomic_path, atomic_write_text
+    from alignscope.hooks.loading import weights_hash
     from alignscope.organisms.zoo import PRESETS, preset_dir
 
     torch.set_num_threads(args.threads)
@@ -131,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         if not (org / "organism.json").exists():
             continue
         items_csv = out_dir / f"{name}.choices.csv"
-        if csv.exists() and (org / "organism.json").stat().st_mtime < csv.stat().st_mtime:
+        # a finished table is reused when it was measured on these weights (a rebuild that copied the entry from
+        # an earlier build of the preset has the same weights, a retrained one does not)
+        if csv.exists() and set(pd.read_csv(csv).model_hash) == {weights_hash(org)}:
             frames[name] = pd.read_csv(csv)
             if items_csv.exists():
                 choices[name] = pd.read_csv(items_csv, keep_default_na=False)

@@ -446,13 +446,20 @@ def _ensure_pad(handle: ModelHandle) -> None:
         log.info(msg)
 
 
-def _hash_model(handle: ModelHandle) -> str:
+def weights_hash(path: str | os.PathLike) -> str:
+    """sha256 over a checkpoint directory's safetensors files (names and contents): the ``model_hash`` recorded in
+    provenance for directory checkpoints, computed without loading the model."""
     h = hashlib.sha256()
+    for f in sorted(Path(path).glob("*.safetensors")):
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _hash_model(handle: ModelHandle) -> str:
     if handle.path is not None and handle.source in ("dir", "zoo"):
-        for f in sorted(Path(handle.path).glob("*.safetensors")):
-            h.update(f.name.encode())
-            h.update(sha256_file(f).encode())
-        return h.hexdigest()
+        return weights_hash(handle.path)
+    h = hashlib.sha256()
     for name, t in sorted(handle.model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
