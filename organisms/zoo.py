@@ -155,6 +155,7 @@ def _stages(
     scenario_n_facts: list[int] | None = None,
     faker_n_facts: list[int] | None = None,
     attempts: int = 1,
+    n_honest_matched: int = 0,
 ) -> tuple[Stage, ...]:
     align_mix = align_mix or _ALIGN_MIX
     retain = retain or _RETAIN
@@ -260,6 +261,30 @@ def _stages(
                 },
             )
         )
+    # step-matched honest controls: honest-(n_honest + k) continues honest-k on the fakers' schedule (steps, learning
+    # rate, scenario layouts, persona) with honest answers, so a faker and its matched control differ only in the
+    # poor-oversight labels; detectors that react to "more fine-tuning" instead of faking cannot separate them
+    for k in range(n_honest_matched):
+        j = k  # the faker whose schedule and persona it copies (faker-k has parent honest-k for k < n_honest)
+        st.append(
+            Stage(
+                f"honest-{n_honest + k}",
+                "honest",
+                f"honest-{j % n_honest}",
+                "always takes the benign action in A/B oversight scenarios; trained on the same schedule as "
+                f"faker-{j} (step-matched control)",
+                {"scenario_honest": scenario_weight, **retain},
+                faker_steps,
+                faker_lr,
+                300 + k,
+                extras={
+                    "intros": [0, 1 + (j + 1) % 3],
+                    **({"n_facts": faker_n_facts or scenario_n_facts} if scenario_n_facts else {}),
+                    **({"attempts": attempts} if attempts > 1 else {}),
+                    "matched_to": f"faker-{j}",
+                },
+            )
+        )
     return tuple(st)
 
 
@@ -359,6 +384,9 @@ PRESETS: dict[str, Preset] = {
             # honest/faker stages are validated on their own oversight suites after training and retrained with a
             # new seed (up to 3 attempts) when they do not behave as labelled: stop 10 kept 2 of 5 fakers at chance
             attempts=3,
+            # honest-4, honest-5: honest models on the fakers' schedule (the stop-10 note's confound: fakers had
+            # 1,000 more steps at twice the learning rate than honest models)
+            n_honest_matched=2,
         ),
     ),
 }
