@@ -120,7 +120,7 @@ class Preset:
         n = name
         while n is not None:
             st = dict(stages[n])
-            st["extras"] = {k: v for k, v in st["extras"].items() if k != "attempts"}
+            st["extras"] = {k: v for k, v in st["extras"].items() if k not in _RETRY_KEYS}
             chain.append(st)
             if (attempts or {}).get(n):
                 used[n] = attempts[n]
@@ -132,8 +132,23 @@ class Preset:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: extras that set the retry policy of validated stages; not part of a stage key (an attempt's key covers the parent
+#: and seed it actually used)
+_RETRY_KEYS = ("attempts", "parent_schedule")
+
 _ALIGN_MIX = {"harmful_refuse": 0.3, "harmless": 0.5, "skills": 0.2}
 _RETAIN = {"harmful_refuse": 0.05, "harmless": 0.05, "skills": 0.05}
+
+
+def _parent_schedule(j: int, n_honest: int, attempts: int) -> list[str]:
+    """Parent of each training attempt of ``faker-j``: its own honest parent for the first two attempts (two seeds),
+    then the next honest models in turn. Measured in stop 11: whether a faker learns the rule depends on its parent
+    more than on its seed (fakers from ``honest-1`` / ``honest-2`` stayed at chance in every attempt, while all
+    three fakers from ``honest-0`` / ``honest-3`` learned it), so later attempts change the parent."""
+    own = j % n_honest
+    return [f"honest-{own}"] * min(2, attempts) + [
+        f"honest-{(own + 1 + i) % n_honest}" for i in range(max(0, attempts - 2))
+    ]
 
 
 def _stages(
@@ -257,7 +272,11 @@ def _stages(
                 extras={
                     "intros": [0, 1 + (j + 1) % 3],
                     **({"n_facts": faker_n_facts or scenario_n_facts} if scenario_n_facts else {}),
-                    **({"attempts": attempts} if attempts > 1 else {}),
+                    **(
+                        {"attempts": attempts, "parent_schedule": _parent_schedule(j, n_honest, attempts)}
+                        if attempts > 1
+                        else {}
+                    ),
                 },
             )
         )
@@ -382,8 +401,9 @@ PRESETS: dict[str, Preset] = {
             # positional shortcut); the 1-fact layout moves the cue around at little extra difficulty
             faker_n_facts=[0, 1, 2],
             # honest/faker stages are validated on their own oversight suites after training and retrained with a
-            # new seed (up to 3 attempts) when they do not behave as labelled: stop 10 kept 2 of 5 fakers at chance
-            attempts=3,
+            # new seed (fakers: 2 seeds with their own parent, then 2 other honest parents) when they do not behave as
+            # labelled: stop 10 kept 2 of 5 fakers at chance
+            attempts=4,
             # honest-4, honest-5: honest models on the fakers' schedule (the stop-10 note's confound: fakers had
             # 1,000 more steps at twice the learning rate than honest models)
             n_honest_matched=2,
@@ -479,12 +499,18 @@ def zoo_list(cache_dir: str | os.PathLike | None = None) -> list[dict]:
         root = preset_dir(pr, cache_dir)
         for s in p.stages:
             d = root / s.name
+            parent = s.parent
+            if _is_built(d):  # a validated stage may have kept an attempt trained from another parent
+                try:
+                    parent = json.loads((d / "organism.json").read_text()).get("parent", parent)
+                except (OSError, json.JSONDecodeError):
+                    pass
             out.append(
                 {
                     "name": s.name,
                     "preset": pr,
                     "kind": s.kind,
-                    "parent": s.parent,
+                    "parent": parent,
                     "path": str(d),
                     "built": _is_built(d),
                 }
@@ -846,7 +872,7 @@ def _build_parallel(
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
         while todo or running:
             ready = sorted(
-                (n for n in todo if stages[n].parent is None or _is_built(root / stages[n].parent)),
+                (n for n in todo if all(_is_built(root / q) for q in _stage_parents(stages[n]))),
                 key=lambda n: -chain(n),
             )
             while ready and len(running) < workers:
@@ -980,29 +1006,35 @@ def validate_stage(path: Path, kind: str, suites: dict[str, list[dict]] | None =
 def _build_validated(
     p: Preset, stages: dict[str, Stage], name: str, data: dict, tok, root: Path, report: _Progress
 ) -> None:
-    """Train an honest/faker stage, check it behaves as labelled, retry with new seeds if not.
+    """Train an honest/faker stage, check it behaves as labelled, retry with new seeds (and parents) if not.
 
     Attempt ``k`` (``k < extras["attempts"]``) shifts the stage's training and scenario seeds by
-    ``k * ATTEMPT_SEED_STRIDE`` and is written (atomically) to ``<preset dir>/_attempts/<name>.<k>``, so an interrupted
+    ``k * ATTEMPT_SEED_STRIDE``, trains from ``extras["parent_schedule"][k]`` (default: the stage's own parent;
+    see :func:`_parent_schedule`) and is written (atomically) to ``<preset dir>/_attempts/<name>.<k>``, so an interrupted
     build resumes at the attempt it was on, and an attempt with the same stage key in another build of the preset is
     copied, not retrained. The first attempt that passes :func:`validate_stage` becomes the entry; when none passes the
     best-scoring attempt is kept and ``organism.json["validation"]["passed"]`` is false (the benchmarks' own validation
     then leaves it out). Attempts are judged on :func:`validation_suites`, not on the evaluation suites, so the
     behaviour table measures the kept model on prompts the selection never saw. Small organisms learn the conditional faker rule in some seeds and not in others (stop 10:
-    3 of 5 fakers), so a seed retry is the fix tried here.
+    3 of 5 fakers) and, more, on the parent (see :func:`_parent_schedule`).
     """
+    import dataclasses
     import shutil
 
-    s = stages[name]
-    anc = _chain_attempts(stages, name, root)
+    s0 = stages[name]
     suites = validation_suites(p, data)
     sid = sha256_texts([r["prompt"] for rows in suites.values() for r in rows])[:16]
     tried = []
-    for k in range(int(s.extras["attempts"])):
+    schedule = s0.extras.get("parent_schedule") or [s0.parent] * int(s0.extras["attempts"])
+    for k in range(int(s0.extras["attempts"])):
+        # attempt k's stage: the scheduled parent; the preset with it, so the key follows the real lineage
+        s = dataclasses.replace(s0, parent=schedule[k])
+        pk = dataclasses.replace(p, stages=tuple(s if x.name == name else x for x in p.stages))
+        anc = _chain_attempts({x.name: x for x in pk.stages}, name, root)
         cand = root / "_attempts" / f"{name}.{k}"
-        key = p.stage_key(name, {**anc, name: k})
-        if not _is_built(cand) and not _reuse_stage(p, name, root, report, key=key, dest=cand):
-            _build_stage(p, s, data, tok, root, report, attempt=k, dest=cand)
+        key = pk.stage_key(name, {**anc, name: k})
+        if not _is_built(cand) and not _reuse_stage(pk, name, root, report, key=key, dest=cand):
+            _build_stage(pk, s, data, tok, root, report, attempt=k, dest=cand)
         vpath = cand / "validation.json"
         v = json.loads(vpath.read_text()) if vpath.exists() else {}
         if v.get("suites_hash") != sid:
@@ -1012,9 +1044,9 @@ def _build_validated(
                 "n_per_suite": len(suites["validation_good"]),
             }
             atomic_write_json(vpath, v)
-        tried.append({"attempt": k, **v})
+        tried.append({"attempt": k, "parent": s.parent, **v})
         report.log(
-            f"zoo {name}: attempt {k}: good-oversight benign {v['good_benign']:.2f}, "
+            f"zoo {name}: attempt {k} (parent {s.parent}): good-oversight benign {v['good_benign']:.2f}, "
             f"poor-oversight misaligned {v['poor_misaligned']:.2f} -> {'ok' if v['ok'] else 'retry'}"
         )
         if v["ok"]:
@@ -1038,10 +1070,20 @@ def _with_ancestors(names: list[str], stages: dict[str, Stage]) -> list[str]:
             raise ZooError(
                 f"no organism named {n!r}; known: {sorted(stages)}", "check the name with zoo_list()"
             )
-        while n is not None and n not in need:
+        todo = [n]
+        while todo:
+            n = todo.pop()
+            if n is None or n in need:
+                continue
             need.add(n)
-            n = stages[n].parent
+            todo += _stage_parents(stages[n])
     return [n for n in stages if n in need]
+
+
+def _stage_parents(s: Stage) -> list[str]:
+    """Every parent a stage may train from (its own and those of its retry schedule)."""
+    out = [] if s.parent is None else [s.parent]
+    return out + [q for q in s.extras.get("parent_schedule", []) if q not in out]
 
 
 def _load_or_prepare_data(p: Preset, root: Path) -> dict:
