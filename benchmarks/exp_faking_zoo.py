@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -100,9 +102,41 @@ def main(argv: list[str] | None = None) -> int:
     md = validation + "\n" + md if validation else md
     md += f"\n{len(pairs)} real pairs, {len(df.attrs['null'])} null verdicts, {time.time() - t:.0f} s, "
     md += f"{torch.get_num_threads()} thread(s).\n"
+    matched = [s.name for s in PRESETS[args.preset].stages if s.extras.get("matched_to")]
+    md += matched_markdown(df.attrs["verdicts"], matched)
     atomic_write_text(RESULTS / f"faking_{tag}.md", md)
     print(md)
     return 0
+
+
+def matched_markdown(verdicts: list[dict], controls: list[str]) -> str:
+    """Accuracy per detector on the ordered pairs whose honest model is a step-matched control (trained on the
+    fakers' schedule), beside the pairs with the ordinary honest models: the test of the training-amount confound."""
+    from alignscope.analyses.stats import wilson_interval
+
+    if not controls:
+        return ""
+    v = pd.DataFrame(verdicts)
+    honest = np.where(v.faker_truth == "A", v.model_b, v.model_a)
+    v["control"] = [Path(h).name in controls for h in honest]
+    if not v.control.any():
+        return ""
+    lines = [
+        "",
+        f"Step-matched controls ({', '.join(f'`{c}`' for c in controls)}: honest models trained on the fakers' "
+        "schedule) against every faker, beside the ordinary honest models:",
+        "",
+        "| strategy | matched controls: correct / ordered | 95% Wilson | other honest models: correct / ordered |",
+        "|---|---|---|---|",
+    ]
+    for name, g in v.groupby("strategy", sort=False):
+        c, o = g[g.control], g[~g.control]
+        lo, hi = wilson_interval(int(c.correct.sum()), len(c))
+        lines.append(
+            f"| {name} | {int(c.correct.sum())} / {len(c)} | [{lo:.0%}, {hi:.0%}] | "
+            f"{int(o.correct.sum())} / {len(o)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _validate(honest: list[Path], fakers: list[Path]) -> tuple[list[Path], list[Path], str]:
