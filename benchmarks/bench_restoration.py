@@ -166,11 +166,15 @@ def zoo_table(
     key = {"zoo": str(zoo), "n": n, "limit": limit, "small_grid": small_grid, "rates": list(rates)}
     results = []
     done = {}
-    if partial.exists():
-        old = json.loads(partial.read_text())
-        if old.get("key") == key:
-            done = {(r["method"], str(r["config"])): r for r in old["results"]}
-            print(f"resuming: {len(done)} rows from {partial}", flush=True)
+    for f in (out.with_suffix(".json"), partial):  # a finished table, then an interrupted run, of the same setup
+        old = json.loads(f.read_text()) if f.exists() else {}
+        same = old.get("key") == key or (
+            f == out.with_suffix(".json")
+            and all(old.get(k) == key[k] for k in ("zoo", "n", "limit", "small_grid"))
+        )
+        if same and old.get("results"):
+            done.update({(r["method"], str(r["config"])): r for r in old["results"]})
+            print(f"resuming: {len(done)} rows from {f}", flush=True)
 
     def skip(method, cfg):
         r = done.get((method, str(cfg)))
@@ -222,7 +226,7 @@ def zoo_table(
                               "steps": 40, "lr": 3e-3, "max_res_len": 4}),
     }  # fmt: skip
     if small_grid:
-        small = {"interpolate": [0.3, 0.5], "orthogonalize": [-1.0], "steer": [1.0, 2.0], "rahf": [1.0]}
+        small = {"interpolate": [0.3, 0.5, 0.7], "orthogonalize": [-1.0], "steer": [1.0, 2.0], "rahf": [1.0]}
         grid = {k: (small.get(k, v[0]), v[1]) for k, v in grid.items()}
     for name, (strengths, kw) in grid.items():
         for s in strengths:
@@ -239,7 +243,8 @@ def zoo_table(
             matched[r["method"]] = r
     atomic_write_json(out.with_suffix(".json"), {"zoo": str(zoo), "n": n, "task_floor": floor, "results": results,
                                                  "matched_task": matched, "aligned": str(A), "attacked": str(F),
-                                                 "limit": limit, "small_grid": small_grid})  # fmt: skip
+                                                 "limit": limit, "small_grid": small_grid, "rates": list(rates),
+                                                 "key": key})  # fmt: skip
     lines = ["| method | config | harmful refusal | task exact match | over-refusal (XSTest safe) |",
              "|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {r['method']} | {r['config']} | {r['refusal_harmful']:.3f} | {r['task_exact']:.2f} | "
