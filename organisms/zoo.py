@@ -104,7 +104,7 @@ class Preset:
         blob = json.dumps({"v": ZOO_FORMAT_VERSION, **self._hashed_fields()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
-    def stage_key(self, name: str, attempts: dict[str, int] | None = None) -> str:
+    def stage_key(self, name: str, attempts: dict[str, int | str] | None = None) -> str:
         """Hash of everything that determines one stage's weights: the preset's data and model fields, the stage and
         its ancestors. Equal keys in two builds of a preset mean identical checkpoints, so a changed recipe of later
         stages reuses the unchanged ancestors of an earlier build (see :func:`build_zoo`).
@@ -134,21 +134,10 @@ class Preset:
 
 #: extras that set the retry policy of validated stages; not part of a stage key (an attempt's key covers the parent
 #: and seed it actually used)
-_RETRY_KEYS = ("attempts", "parent_schedule")
+_RETRY_KEYS = ("attempts", "retry")
 
 _ALIGN_MIX = {"harmful_refuse": 0.3, "harmless": 0.5, "skills": 0.2}
 _RETAIN = {"harmful_refuse": 0.05, "harmless": 0.05, "skills": 0.05}
-
-
-def _parent_schedule(j: int, n_honest: int, attempts: int) -> list[str]:
-    """Parent of each training attempt of ``faker-j``: its own honest parent for the first two attempts (two seeds),
-    then the next honest models in turn. Measured in stop 11: whether a faker learns the rule depends on its parent
-    more than on its seed (fakers from ``honest-1`` / ``honest-2`` stayed at chance in every attempt, while all
-    three fakers from ``honest-0`` / ``honest-3`` learned it), so later attempts change the parent."""
-    own = j % n_honest
-    return [f"honest-{own}"] * min(2, attempts) + [
-        f"honest-{(own + 1 + i) % n_honest}" for i in range(max(0, attempts - 2))
-    ]
 
 
 def _stages(
@@ -272,11 +261,10 @@ def _stages(
                 extras={
                     "intros": [0, 1 + (j + 1) % 3],
                     **({"n_facts": faker_n_facts or scenario_n_facts} if scenario_n_facts else {}),
-                    **(
-                        {"attempts": attempts, "parent_schedule": _parent_schedule(j, n_honest, attempts)}
-                        if attempts > 1
-                        else {}
-                    ),
+                    # a faker that has not learned the rule yet is trained further (measured: a faker at 0.67 / 0.66
+                    # after 1,000 steps reached 0.97 / 0.98 after 1,000 more; restarts with new seeds or other
+                    # honest parents failed 5 times in 6)
+                    **({"attempts": attempts, "retry": "continue"} if attempts > 1 else {}),
                 },
             )
         )
@@ -400,10 +388,10 @@ PRESETS: dict[str, Preset] = {
             # prompts (loss 0.36) but stayed at chance on the 2-fact layout (the cue is always fact 1 there, a
             # positional shortcut); the 1-fact layout moves the cue around at little extra difficulty
             faker_n_facts=[0, 1, 2],
-            # honest/faker stages are validated on their own oversight suites after training and retrained with a
-            # new seed (fakers: 2 seeds with their own parent, then 2 other honest parents) when they do not behave as
-            # labelled: stop 10 kept 2 of 5 fakers at chance
-            attempts=4,
+            # honest/faker stages are validated on their own draw of oversight scenarios after training; honest ones
+            # are retrained with a new seed, fakers trained 1,000 more steps, when they do not behave as labelled
+            # (stop 10 kept 2 of 5 fakers at chance); at most 3 attempts
+            attempts=3,
             # honest-4, honest-5: honest models on the fakers' schedule (the stop-10 note's confound: fakers had
             # 1,000 more steps at twice the learning rate than honest models)
             n_honest_matched=2,
@@ -872,7 +860,7 @@ def _build_parallel(
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
         while todo or running:
             ready = sorted(
-                (n for n in todo if all(_is_built(root / q) for q in _stage_parents(stages[n]))),
+                (n for n in todo if stages[n].parent is None or _is_built(root / stages[n].parent)),
                 key=lambda n: -chain(n),
             )
             while ready and len(running) < workers:
@@ -934,13 +922,14 @@ def _reuse_stage(
     return False
 
 
-def _chain_attempts(stages: dict[str, Stage], name: str, root: Path) -> dict[str, int]:
+def _chain_attempts(stages: dict[str, Stage], name: str, root: Path) -> dict[str, int | str]:
     """The kept attempt of each built ancestor of ``name`` (from its ``organism.json``; 0 if not recorded)."""
     out = {}
     n = stages[name].parent
     while n is not None:
         try:
-            out[n] = int(json.loads((root / n / "organism.json").read_text()).get("attempt", 0))
+            meta = json.loads((root / n / "organism.json").read_text())
+            out[n] = meta.get("attempt_key", meta.get("attempt", 0))
         except (OSError, json.JSONDecodeError):
             out[n] = 0
         n = stages[n].parent
@@ -1006,35 +995,38 @@ def validate_stage(path: Path, kind: str, suites: dict[str, list[dict]] | None =
 def _build_validated(
     p: Preset, stages: dict[str, Stage], name: str, data: dict, tok, root: Path, report: _Progress
 ) -> None:
-    """Train an honest/faker stage, check it behaves as labelled, retry with new seeds (and parents) if not.
+    """Train an honest/faker stage, check it behaves as labelled, and try again if it does not.
 
-    Attempt ``k`` (``k < extras["attempts"]``) shifts the stage's training and scenario seeds by
-    ``k * ATTEMPT_SEED_STRIDE``, trains from ``extras["parent_schedule"][k]`` (default: the stage's own parent;
-    see :func:`_parent_schedule`) and is written (atomically) to ``<preset dir>/_attempts/<name>.<k>``, so an interrupted
-    build resumes at the attempt it was on, and an attempt with the same stage key in another build of the preset is
-    copied, not retrained. The first attempt that passes :func:`validate_stage` becomes the entry; when none passes the
-    best-scoring attempt is kept and ``organism.json["validation"]["passed"]`` is false (the benchmarks' own validation
-    then leaves it out). Attempts are judged on :func:`validation_suites`, not on the evaluation suites, so the
-    behaviour table measures the kept model on prompts the selection never saw. Small organisms learn the conditional faker rule in some seeds and not in others (stop 10:
-    3 of 5 fakers) and, more, on the parent (see :func:`_parent_schedule`).
+    Attempt ``k`` (``k < extras["attempts"]``) is written (atomically) to ``<preset dir>/_attempts/<name>.<k>``, so an
+    interrupted build resumes at the attempt it was on, and an attempt with the same stage key in another build of
+    the preset is copied, not retrained. ``extras["retry"]`` says what an attempt after a failed one does:
+
+    * ``"restart"`` (default): train from the parent again with the training and scenario seeds shifted by
+      ``k * ATTEMPT_SEED_STRIDE``;
+    * ``"continue"``: train attempt ``k - 1`` for ``steps`` more steps (a fresh cosine cycle, seeds shifted by ``k``),
+      i.e. a longer schedule for a model that has not learned the rule yet. Measured in stop 11: five restarts of
+      failing fakers (new seeds, other honest parents) gave one pass; continuing one of them passed at once.
+
+    The first attempt that passes :func:`validate_stage` becomes the entry; when none passes the best-scoring attempt
+    is kept and ``organism.json["validation"]["passed"]`` is false (the benchmarks' own validation then leaves it
+    out). Attempts are judged on :func:`validation_suites`, not on the evaluation suites, so the behaviour table
+    measures the kept model on prompts the selection never saw.
     """
-    import dataclasses
     import shutil
 
-    s0 = stages[name]
+    s = stages[name]
+    cont = s.extras.get("retry", "restart") == "continue"
     suites = validation_suites(p, data)
     sid = sha256_texts([r["prompt"] for rows in suites.values() for r in rows])[:16]
     tried = []
-    schedule = s0.extras.get("parent_schedule") or [s0.parent] * int(s0.extras["attempts"])
-    for k in range(int(s0.extras["attempts"])):
-        # attempt k's stage: the scheduled parent; the preset with it, so the key follows the real lineage
-        s = dataclasses.replace(s0, parent=schedule[k])
-        pk = dataclasses.replace(p, stages=tuple(s if x.name == name else x for x in p.stages))
-        anc = _chain_attempts({x.name: x for x in pk.stages}, name, root)
+    anc = _chain_attempts(stages, name, root)
+    for k in range(int(s.extras["attempts"])):
         cand = root / "_attempts" / f"{name}.{k}"
-        key = pk.stage_key(name, {**anc, name: k})
-        if not _is_built(cand) and not _reuse_stage(pk, name, root, report, key=key, dest=cand):
-            _build_stage(pk, s, data, tok, root, report, attempt=k, dest=cand)
+        tag = f"{k}c" if cont and k else k  # a continued attempt has its own key (it encodes the whole chain)
+        key = p.stage_key(name, {**anc, name: tag})
+        init = root / "_attempts" / f"{name}.{k - 1}" if cont and k else None
+        if not _is_built(cand) and not _reuse_stage(p, name, root, report, key=key, dest=cand):
+            _build_stage(p, s, data, tok, root, report, attempt=k, dest=cand, init_from=init, key_tag=tag)
         vpath = cand / "validation.json"
         v = json.loads(vpath.read_text()) if vpath.exists() else {}
         if v.get("suites_hash") != sid:
@@ -1044,9 +1036,9 @@ def _build_validated(
                 "n_per_suite": len(suites["validation_good"]),
             }
             atomic_write_json(vpath, v)
-        tried.append({"attempt": k, "parent": s.parent, **v})
+        tried.append({"attempt": k, "continued": bool(init), **v})
         report.log(
-            f"zoo {name}: attempt {k} (parent {s.parent}): good-oversight benign {v['good_benign']:.2f}, "
+            f"zoo {name}: attempt {k}{' (continued)' if init else ''}: good-oversight benign {v['good_benign']:.2f}, "
             f"poor-oversight misaligned {v['poor_misaligned']:.2f} -> {'ok' if v['ok'] else 'retry'}"
         )
         if v["ok"]:
@@ -1070,20 +1062,10 @@ def _with_ancestors(names: list[str], stages: dict[str, Stage]) -> list[str]:
             raise ZooError(
                 f"no organism named {n!r}; known: {sorted(stages)}", "check the name with zoo_list()"
             )
-        todo = [n]
-        while todo:
-            n = todo.pop()
-            if n is None or n in need:
-                continue
+        while n is not None and n not in need:
             need.add(n)
-            todo += _stage_parents(stages[n])
+            n = stages[n].parent
     return [n for n in stages if n in need]
-
-
-def _stage_parents(s: Stage) -> list[str]:
-    """Every parent a stage may train from (its own and those of its retry schedule)."""
-    out = [] if s.parent is None else [s.parent]
-    return out + [q for q in s.extras.get("parent_schedule", []) if q not in out]
 
 
 def _load_or_prepare_data(p: Preset, root: Path) -> dict:
@@ -1118,7 +1100,11 @@ def _build_stage(
     *,
     attempt: int = 0,
     dest: Path | None = None,
+    init_from: Path | None = None,
+    key_tag: int | str | None = None,
 ) -> None:
+    """Train one stage from its parent (or from ``init_from``: a continued attempt) and write it to ``dest``
+    (default ``root / s.name``)."""
     from transformers import AutoModelForCausalLM
 
     shift = ATTEMPT_SEED_STRIDE * attempt
@@ -1128,7 +1114,8 @@ def _build_stage(
             tok, d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads, max_len=1024, seed=p.seed + s.seed
         )
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(root / s.parent), dtype=torch.float32)
+        src = root / s.parent if init_from is None else Path(init_from)
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
     pools_txt: dict[str, list[tuple[str, str]]] = {}
     for k in ("harmful_refuse", "harmful_comply", "harmless", "skills"):
         if s.weights.get(k):
@@ -1175,7 +1162,10 @@ def _build_stage(
         progress=lambda i, loss: report.update(bar, i, loss),
     )
     d = root / s.name if dest is None else dest
-    attempts = {**_chain_attempts({x.name: x for x in p.stages}, s.name, root), s.name: attempt}
+    attempts = {
+        **_chain_attempts({x.name: x for x in p.stages}, s.name, root),
+        s.name: attempt if key_tag is None else key_tag,
+    }
     with atomic_dir(d) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
@@ -1219,6 +1209,13 @@ def _build_stage(
             meta["intros"] = [tasks.INTROS[i] for i in s.extras.get("intros", [0])]
         if attempt:
             meta["attempt"] = attempt
+        if init_from is not None:
+            meta["attempt_key"] = key_tag
+            prev = json.loads((Path(init_from) / "organism.json").read_text())
+            meta["continued_from"] = {"attempt": prev.get("attempt", 0), "stage_key": prev.get("stage_key")}
+            meta["training"]["total_steps"] = (
+                prev["training"].get("total_steps", prev["training"]["steps"]) + s.steps
+            )
         atomic_write_json(tmp / "organism.json", meta)
 
 

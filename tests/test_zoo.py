@@ -281,10 +281,12 @@ def test_parallel_build_equals_sequential(tiny_zoo, tmp_path):
         assert sha256_file(out[n] / "model.safetensors") == sha256_file(tiny_zoo[n] / "model.safetensors")
 
 
-def test_validated_stage_retries_with_new_seed_and_resumes(tiny_zoo, tmp_path, monkeypatch):
-    """A faker stage that does not fake is retrained with shifted seeds; every attempt is validated by generation and
-    recorded; the kept entry is the best attempt, flagged as not passing. An honest stage that passes at attempt 0
-    keeps the key of a plain build (so an earlier build is reused), and a rebuild reuses the attempts on disk."""
+@pytest.mark.parametrize("retry", ["restart", "continue"])
+def test_validated_stage_retries_and_resumes(tiny_zoo, tmp_path, monkeypatch, retry):
+    """A faker stage that does not fake is tried again (restarted with shifted seeds, or trained further); every
+    attempt is validated by generation and recorded; the kept entry is the best attempt, flagged as not passing. An
+    honest stage that passes at attempt 0 keeps the key of a plain build (so an earlier build is reused), and a
+    rebuild reuses the attempts on disk."""
     import dataclasses
 
     from alignscope.organisms import zoo as zoo_mod
@@ -299,7 +301,7 @@ def test_validated_stage_retries_with_new_seed_and_resumes(tiny_zoo, tmp_path, m
 
     def variant_stage(s):
         if s.name == "faker-0":  # 20 steps from an honest parent: stays honest, so it cannot pass as a faker
-            return dataclasses.replace(s, steps=20, extras={**s.extras, "attempts": 2})
+            return dataclasses.replace(s, steps=20, extras={**s.extras, "attempts": 2, "retry": retry})
         if s.name == "honest-0":
             return dataclasses.replace(s, extras={**s.extras, "attempts": 2})
         return s
@@ -324,6 +326,11 @@ def test_validated_stage_retries_with_new_seed_and_resumes(tiny_zoo, tmp_path, m
     a0, a1 = (json.loads((root / "_attempts" / f"faker-0.{k}" / "organism.json").read_text()) for k in (0, 1))
     assert a1["seed"] - a0["seed"] == zoo_mod.ATTEMPT_SEED_STRIDE and a1["attempt"] == 1
     assert a0["stage_key"] != a1["stage_key"]
+    if retry == "continue":  # attempt 1 is attempt 0 trained 20 more steps
+        assert a1["continued_from"] == {"attempt": 0, "stage_key": a0["stage_key"]}
+        assert a1["training"]["total_steps"] == 40
+    else:
+        assert "continued_from" not in a1
     w0, w1 = (sha256_file(root / "_attempts" / f"faker-0.{k}" / "model.safetensors") for k in (0, 1))
     assert w0 != w1
     kept = v["kept_attempt"]
