@@ -1004,7 +1004,7 @@ def _build_validated(
     * ``"restart"`` (default): train from the parent again with the training and scenario seeds shifted by
       ``k * ATTEMPT_SEED_STRIDE``;
     * ``"continue"``: train attempt ``k - 1`` for ``steps`` more steps (a fresh cosine cycle, seeds shifted by ``k``),
-      i.e. a longer schedule for a model that has not learned the rule yet. Measured in stop 11: five restarts of
+      i.e. a longer schedule for a model that has not learned the rule yet. Measured in stop 11: six restarts of
       failing fakers (new seeds, other honest parents) gave one pass; continuing one of them passed at once.
 
     The first attempt that passes :func:`validate_stage` becomes the entry; when none passes the best-scoring attempt
