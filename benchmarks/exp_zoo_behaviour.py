@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait", action="store_true", help="wait for organisms that are still being built")
     ap.add_argument("--max-new-tokens", type=int, default=12)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument(
+        "--task-max-new-tokens", type=int, default=None, help="separate budget for the task suite"
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -140,9 +143,25 @@ def main(argv: list[str] | None = None) -> int:
                 choices[name] = pd.read_csv(items_csv, keep_default_na=False)
             continue
         t = time.time()
-        df, items = evaluate(
-            org, org, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, return_items=True
-        )
+        meta = json.loads((org / "organism.json").read_text())
+        if args.task_max_new_tokens and "task" in meta["evals"]:
+            # short exact answers: a separate budget (SmolLM2 keeps talking after the answer)
+            rest = {k: org / v for k, v in meta["evals"].items() if k != "task"}
+            df, items = evaluate(
+                org, rest, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, return_items=True
+            )
+            df2, items2 = evaluate(
+                org,
+                {"task": org / meta["evals"]["task"]},
+                max_new_tokens=args.task_max_new_tokens,
+                batch_size=args.batch_size,
+                return_items=True,
+            )
+            df, items = pd.concat([df, df2], ignore_index=True), pd.concat([items, items2], ignore_index=True)
+        else:
+            df, items = evaluate(
+                org, org, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, return_items=True
+            )
         df.insert(0, "organism", name)
         df["seconds"] = round(time.time() - t, 1)
         ch = items[items.metric == "choice"][["suite", "prompt", "score"]].copy()
