@@ -202,6 +202,9 @@ def audit(
     allow_pickle: bool = typer.Option(False, help="load pickle checkpoints (trusted sources only)"),
     trust_remote_code: bool = typer.Option(False, help="allow custom modelling code (trusted sources only)"),
     allow_symlinks: bool = typer.Option(False, help="follow symlinks out of the given directories"),
+    gate_drift: bool = typer.Option(
+        False, help="let drift signals (direction_cosine) flag checkpoints; default: reported only"
+    ),
 ) -> None:
     from alignscope.analyses.audit import DEFAULT_THRESHOLDS, AuditConfig
     from alignscope.analyses.audit import audit as _audit
@@ -226,6 +229,7 @@ def audit(
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
             allow_symlinks=allow_symlinks,
+            gate_drift=gate_drift,
         )
         res = _audit(
             checkpoints,

@@ -146,10 +146,7 @@ def _markdown(rows: list[dict], ref: dict, figs: list[Path], meta: dict) -> str:
         lines += ["| signal | kind | value | threshold | flagged |", "|---|---|---|---|---|"]
         for s in r["signals"]:
             thr = "report only" if s["threshold"] is None else f"{s['direction']} {_fmt(s['threshold'])}"
-            lines.append(
-                f"| {s['name']} | {s['kind']} | {_fmt(s['value'])} | {thr} | "
-                f"{'**yes**' if s['flagged'] else 'no'} |"
-            )
+            lines.append(f"| {s['name']} | {s['kind']} | {_fmt(s['value'])} | {thr} | {_flag_md(s)} |")
         lines.append("")
     lines += ["## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figs if f.suffix == ".png"]
     return "\n".join(lines) + "\n"
@@ -201,6 +198,8 @@ def _html(rows: list[dict], ref: dict, figs: list[Path], meta: dict) -> str:
         for s in r["signals"]:
             thr = "report only" if s["threshold"] is None else f"{s['direction']} {_fmt(s['threshold'])}"
             fl = "<span class='yes'>yes</span>" if s["flagged"] else "no"
+            if not s["flagged"] and (s.get("detail") or {}).get("crossed"):
+                fl = "crossed (drift: reported, not gating)"
             parts.append(
                 f"<tr><td>{esc(s['name'])}</td><td>{s['kind']}</td><td>{_fmt(s['value'])}</td>"
                 f"<td>{esc(thr)}</td><td>{fl}</td></tr>"
@@ -247,3 +246,9 @@ def write_audit_report(result) -> Path:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out / "report.html"
+
+
+def _flag_md(s: dict) -> str:
+    if s["flagged"]:
+        return "**yes**"
+    return "crossed (drift: reported, not gating)" if (s.get("detail") or {}).get("crossed") else "no"

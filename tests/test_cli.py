@@ -114,7 +114,17 @@ def test_audit_cli_gate_exit_code(tiny_paths, tmp_path):
     ok = runner.invoke(app, args + ["--out", str(tmp_path / "a"), "--fail-on", "any"])
     assert ok.exit_code == 0, ok.output  # identical to the reference: nothing flagged
     gated = runner.invoke(
-        app, args + ["--out", str(tmp_path / "b"), "--fail-on", "any", "--threshold", "direction_cosine=1.5"]
+        app,
+        args
+        + [
+            "--out",
+            str(tmp_path / "b"),
+            "--fail-on",
+            "any",
+            "--threshold",
+            "direction_cosine=1.5",
+            "--gate-drift",
+        ],
     )
     assert gated.exit_code == 1, gated.output  # an impossible threshold flags it: the gate fails
     assert (tmp_path / "b" / "report.html").exists()
