@@ -166,7 +166,8 @@ def zoo_table(
     key = {"zoo": str(zoo), "n": n, "limit": limit, "small_grid": small_grid, "rates": list(rates)}
     results = []
     done = {}
-    for f in (out.with_suffix(".json"), partial):  # a finished table, then an interrupted run, of the same setup
+    # a finished table, then an interrupted run, of the same setup
+    for f in (out.with_suffix(".json"), partial):
         old = json.loads(f.read_text()) if f.exists() else {}
         same = old.get("key") == key or (
             f == out.with_suffix(".json")
