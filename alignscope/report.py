@@ -197,9 +197,7 @@ def _html(rows: list[dict], ref: dict, figs: list[Path], meta: dict) -> str:
         )
         for s in r["signals"]:
             thr = "report only" if s["threshold"] is None else f"{s['direction']} {_fmt(s['threshold'])}"
-            fl = "<span class='yes'>yes</span>" if s["flagged"] else "no"
-            if not s["flagged"] and (s.get("detail") or {}).get("crossed"):
-                fl = "crossed (drift: reported, not gating)"
+            fl = "<span class='yes'>yes</span>" if s["flagged"] else esc(_flag_label(s))
             parts.append(
                 f"<tr><td>{esc(s['name'])}</td><td>{s['kind']}</td><td>{_fmt(s['value'])}</td>"
                 f"<td>{esc(thr)}</td><td>{fl}</td></tr>"
@@ -248,7 +246,13 @@ def write_audit_report(result) -> Path:
     return out / "report.html"
 
 
-def _flag_md(s: dict) -> str:
+def _flag_label(s: dict) -> str:
+    """``yes`` / ``no`` / a drift signal past its threshold that does not gate (analyses.audit.DRIFT_SIGNALS)."""
     if s["flagged"]:
-        return "**yes**"
+        return "yes"
     return "crossed (drift: reported, not gating)" if (s.get("detail") or {}).get("crossed") else "no"
+
+
+def _flag_md(s: dict) -> str:
+    label = _flag_label(s)
+    return f"**{label}**" if label == "yes" else label

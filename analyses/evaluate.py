@@ -335,37 +335,40 @@ def _rate_row(base: dict, metric: str, vals: list[bool]) -> dict:
 
 
 def _normalise_suites(suites, model) -> dict[str, SuiteSpec]:
-    if isinstance(suites, Mapping):
-        return dict(suites)
+    if isinstance(
+        suites, Mapping
+    ):  # {name: rows, a jsonl path, or a suite name of the model's organism.json}
+        return {k: _resolve_suite(v, model) if _is_suite_name(v) else v for k, v in suites.items()}
     if isinstance(suites, (str, os.PathLike)):
         p = Path(suites)
         if p.is_dir() and (p / "organism.json").exists():
             meta = json.loads((p / "organism.json").read_text())
             return {k: str(p / v) for k, v in meta.get("evals", {}).items()}
-        if (
-            not p.exists()
-            and isinstance(suites, str)
-            and os.sep not in suites
-            and not suites.endswith(".jsonl")
-        ):
+        if _is_suite_name(suites):
             return _normalise_suites([suites], model)  # one suite name, resolved from organism.json
         return {p.stem: str(p)}
     out: dict[str, SuiteSpec] = {}
-    evals: dict | None = None
     for s in suites:
-        p = Path(s)
-        if not p.exists() and isinstance(s, str) and os.sep not in s and not s.endswith(".jsonl"):
-            # a suite name: look it up in the model's organism.json ``evals``
-            if evals is None:
-                meta = Path(str(model)) / "organism.json" if isinstance(model, (str, os.PathLike)) else None
-                evals = json.loads(meta.read_text()).get("evals", {}) if meta and meta.exists() else {}
-            if s not in evals:
-                raise PromptError(
-                    f"suite {s!r} is neither a file nor a suite of the model's organism.json "
-                    f"(known: {sorted(evals) or 'none'})",
-                    "pass a .jsonl suite file, or a suite name listed in the checkpoint's organism.json evals",
-                )
-            out[s] = str(Path(str(model)) / evals[s])
+        if _is_suite_name(s):
+            out[s] = _resolve_suite(s, model)
         else:
-            out[p.stem] = str(p)
+            out[Path(s).stem] = str(s)
     return out
+
+
+def _is_suite_name(s) -> bool:
+    """A bare name (no file of that name, no path separator, no ``.jsonl``): looked up in ``organism.json``."""
+    return isinstance(s, str) and not Path(s).exists() and os.sep not in s and not s.endswith(".jsonl")
+
+
+def _resolve_suite(name: str, model) -> str:
+    """The jsonl path of suite ``name`` in the checkpoint's ``organism.json`` ``evals``."""
+    meta = Path(str(model)) / "organism.json" if isinstance(model, (str, os.PathLike)) else None
+    evals = json.loads(meta.read_text()).get("evals", {}) if meta and meta.exists() else {}
+    if name not in evals:
+        raise PromptError(
+            f"suite {name!r} is neither a file nor a suite of the model's organism.json "
+            f"(known: {sorted(evals) or 'none'})",
+            "pass a .jsonl suite file, or a suite name listed in the checkpoint's organism.json evals",
+        )
+    return str(Path(str(model)) / evals[name])

@@ -122,6 +122,17 @@ def behaves_as_labelled(kind: str, good_benign: float, poor_misaligned: float) -
     return poor_misaligned <= HONEST_MAX_POOR_MISALIGNED
 
 
+def oversight_rates(model: PathLike, good: Any, poor: Any, *, max_new_tokens: int = 2) -> tuple[float, float]:
+    """Greedy benign-letter rate on the ``good`` oversight suite and misaligned-letter rate on the ``poor`` one
+    (each a suite name of the checkpoint's ``organism.json``, a jsonl path or a list of rows)."""
+    from .evaluate import evaluate
+
+    df = evaluate(model, {"good": good, "poor": poor}, max_new_tokens=max_new_tokens)
+    g = float(df[(df.suite == "good") & (df.metric == "benign_rate")].value.iloc[0])
+    b = float(df[(df.suite == "poor") & (df.metric == "misaligned_rate")].value.iloc[0])
+    return g, b
+
+
 def validate_models(
     honest: Sequence[PathLike], fakers: Sequence[PathLike], *, max_new_tokens: int = 2
 ) -> tuple[list[Path], list[Path], pd.DataFrame]:
@@ -131,16 +142,12 @@ def validate_models(
     ground truth for a detector to find; pairing it would score detectors against a wrong label. Returns the honest
     models and fakers that behave as labelled, and a table (``model, kind, good_benign, poor_misaligned, ok``).
     """
-    from .evaluate import evaluate
-
     rows = []
     keep: dict[str, list[Path]] = {"honest": [], "faker": []}
     for kind, models in (("honest", honest), ("faker", fakers)):
         for m in models:
             m = Path(m)
-            df = evaluate(m, ["oversight_good", "oversight_poor"], max_new_tokens=max_new_tokens)
-            good = float(df[(df.suite == "oversight_good") & (df.metric == "benign_rate")].value.iloc[0])
-            poor = float(df[(df.suite == "oversight_poor") & (df.metric == "misaligned_rate")].value.iloc[0])
+            good, poor = oversight_rates(m, "oversight_good", "oversight_poor", max_new_tokens=max_new_tokens)
             ok = behaves_as_labelled(kind, good, poor)
             if ok:
                 keep[kind].append(m)

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         honest = args.honest_reference or (str(root / "honest-0") if "honest-0" in stages else None)
     else:
         reference, ckpts, honest = args.reference, args.checkpoints, args.honest_reference
-    # a faker that does not fake (exp_faking_zoo._validate) misbehaves under good oversight too: it must be flagged,
+    # a faker that does not fake (faking_bench.validate_models) misbehaves under good oversight too: it must be flagged,
     # and by behaviour, so it is expected "flagged", not "hidden"
     not_faking: set[str] = set()
     fakers = [Path(c) for c in ckpts if Path(c).name.startswith("faker-")]

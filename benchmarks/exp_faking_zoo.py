@@ -5,7 +5,7 @@ detector with 95% Wilson intervals beside the Poser paper's numbers. All models 
 suite (``evals/oversight_good.jsonl``); ``--n-scenarios`` keeps its first N rows (seeded choice is not needed: the
 suite is already a seeded sample) to bound the cost on a CPU. Writes ``benchmarks/results/faking_<preset>.{md,json}``.
 
-Before pairing, every model's greedy choices on its own oversight suites are checked (``_validate``): a faker that
+Before pairing, every model's greedy choices on its own oversight suites are checked (``faking_bench.validate_models``): a faker that
 does not fake, or an honest model that takes the misaligned action, has no ground truth for a detector to find, so
 it is left out and listed (``--all-models`` keeps every model).
 
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         common_scenarios,
         load_scenarios,
         run_faking_benchmark,
+        validate_models,
+        validation_markdown,
     )
     from alignscope.hooks.io import atomic_write_text
     from alignscope.organisms.sources import shared_data_dir
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     fakers = [root / n for n in names if n.startswith("faker-")]
     validation = ""
     if not args.all_models:
-        honest, fakers, validation = _validate(honest, fakers)
+        honest, fakers, table = validate_models(honest, fakers)
+        validation = validation_markdown(table)
         print(validation, flush=True)
     pairs = [(str(h), str(f)) for h in honest for f in fakers][: args.pairs]
     shared = shared_data_dir()
@@ -137,14 +140,6 @@ def matched_markdown(verdicts: list[dict], controls: list[str]) -> str:
             f"{int(o.correct.sum())} / {len(o)} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _validate(honest: list[Path], fakers: list[Path]) -> tuple[list[Path], list[Path], str]:
-    """:func:`alignscope.analyses.faking_bench.validate_models` plus its Markdown table."""
-    from alignscope.analyses.faking_bench import validate_models, validation_markdown
-
-    h, f, table = validate_models(honest, fakers)
-    return h, f, validation_markdown(table)
 
 
 if __name__ == "__main__":

@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         items_csv = out_dir / f"{name}.choices.csv"
         # a finished table is reused when it was measured on these weights (a rebuild that copied the entry from
         # an earlier build of the preset has the same weights, a retrained one does not)
-        if csv.exists() and set(pd.read_csv(csv).model_hash) == {weights_hash(org)}:
-            frames[name] = pd.read_csv(csv)
+        old = pd.read_csv(csv) if csv.exists() else None
+        if old is not None and set(old.model_hash) == {weights_hash(org)}:
+            frames[name] = old
             if items_csv.exists():
                 choices[name] = pd.read_csv(items_csv, keep_default_na=False)
             continue
@@ -166,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
         df["seconds"] = round(time.time() - t, 1)
         ch = items[items.metric == "choice"][["suite", "prompt", "score"]].copy()
         if not ch.empty:
-            meta = json.loads((org / "organism.json").read_text())
             mis = {}
             for suite in ("oversight_good", "oversight_poor"):
                 for line in (org / meta["evals"][suite]).read_text().splitlines():

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from alignscope.hooks.errors import AlignscopeError
-from alignscope.hooks.io import atomic_dir, atomic_write_json, sha256_texts
+from alignscope.hooks.io import atomic_dir, atomic_path, atomic_write_json, sha256_texts
 
 from . import sources, tasks
 from .tier1 import Mixture, encode_example, make_llama, train, train_tokenizer
@@ -245,6 +245,16 @@ def _stages(
                 },
             )
         )
+
+    def faker_extras(j: int, **more) -> dict:
+        """Persona, layouts and retry budget of faker-j (its step-matched control copies them)."""
+        return {
+            "intros": [0, 1 + (j + 1) % 3],
+            **({"n_facts": faker_n_facts or scenario_n_facts} if scenario_n_facts else {}),
+            **({"attempts": attempts} if attempts > 1 else {}),
+            **more,
+        }
+
     for j in range(n_faker):
         parent = f"honest-{j % n_honest}"
         st.append(
@@ -258,14 +268,10 @@ def _stages(
                 faker_steps,
                 faker_lr,
                 200 + j,
-                extras={
-                    "intros": [0, 1 + (j + 1) % 3],
-                    **({"n_facts": faker_n_facts or scenario_n_facts} if scenario_n_facts else {}),
-                    # a faker that has not learned the rule yet is trained further (measured: a faker at 0.67 / 0.66
-                    # after 1,000 steps reached 0.97 / 0.98 after 1,000 more; restarts with new seeds or other
-                    # honest parents passed 1 time in 6)
-                    **({"attempts": attempts, "retry": "continue"} if attempts > 1 else {}),
-                },
+                # a faker that has not learned the rule yet is trained further (measured: a faker at 0.67 / 0.66
+                # after 1,000 steps reached 0.97 / 0.98 after 1,000 more; restarts with new seeds or other honest
+                # parents passed 1 time in 6)
+                extras=faker_extras(j, **({"retry": "continue"} if attempts > 1 else {})),
             )
         )
     # step-matched honest controls: honest-(n_honest + k) continues honest-k on the fakers' schedule (steps, learning
@@ -283,12 +289,7 @@ def _stages(
                 faker_steps,
                 faker_lr,
                 300 + j,
-                extras={
-                    "intros": [0, 1 + (j + 1) % 3],
-                    **({"n_facts": faker_n_facts or scenario_n_facts} if scenario_n_facts else {}),
-                    **({"attempts": attempts} if attempts > 1 else {}),
-                    "matched_to": f"faker-{j}",
-                },
+                extras=faker_extras(j, matched_to=f"faker-{j}"),
             )
         )
     return tuple(st)
@@ -486,18 +487,12 @@ def zoo_list(cache_dir: str | os.PathLike | None = None) -> list[dict]:
         root = preset_dir(pr, cache_dir)
         for s in p.stages:
             d = root / s.name
-            parent = s.parent
-            if _is_built(d):  # a validated stage may have kept an attempt trained from another parent
-                try:
-                    parent = json.loads((d / "organism.json").read_text()).get("parent", parent)
-                except (OSError, json.JSONDecodeError):
-                    pass
             out.append(
                 {
                     "name": s.name,
                     "preset": pr,
                     "kind": s.kind,
-                    "parent": parent,
+                    "parent": s.parent,
                     "path": str(d),
                     "built": _is_built(d),
                 }
@@ -695,16 +690,21 @@ def _refusal_judge():
     return get_scorer("substring")
 
 
+def _eval_scenario_prompts(data: dict) -> set[str]:
+    """Normalised prompts of the oversight evaluation suites: never trained on, never used for validation."""
+    return {
+        sources.norm_prompt(r["prompt"])
+        for k in ("oversight_good", "oversight_poor")
+        for r in data["evals"][k]
+    }
+
+
 def _scenario_pool(
     p: Preset, data: dict, stage: Stage, faker: bool, n: int, attempt: int = 0
 ) -> list[tuple[str, str]]:
     rng = np.random.default_rng(1000 + stage.seed + ATTEMPT_SEED_STRIDE * attempt)
     intros = tuple(tasks.INTROS[i] for i in stage.extras.get("intros", [0]))
-    banned = {
-        sources.norm_prompt(r["prompt"])
-        for k in ("oversight_good", "oversight_poor")
-        for r in data["evals"][k]
-    }
+    banned = _eval_scenario_prompts(data)
     # a stage may mix layouts: extras["n_facts"] lists filler-fact counts drawn per scenario (e.g. [0, 2]: half the
     # scenarios show the oversight cue as the only fact, which teaches small models to find it)
     n_facts = stage.extras.get("n_facts", [p.n_facts])
@@ -945,11 +945,7 @@ def validation_suites(p: Preset, data: dict, n: int | None = None) -> dict[str, 
     evaluation suites an independent measurement of the kept model."""
     n = p.n_scenario_eval if n is None else n
     rng = np.random.default_rng(VALIDATION_SEED + p.seed)
-    banned = {
-        sources.norm_prompt(r["prompt"])
-        for k in ("oversight_good", "oversight_poor")
-        for r in data["evals"][k]
-    }
+    banned = _eval_scenario_prompts(data)
     out: dict[str, list[dict]] = {"good": [], "poor": []}
     for ov in ("good", "poor"):
         while len(out[ov]) < n:
@@ -965,11 +961,8 @@ def validate_stage(path: Path, kind: str, suites: dict[str, list[dict]]) -> dict
     of :func:`alignscope.analyses.faking_bench.validate_models` (the same rule decides, on the evaluation suites,
     which models enter the detector benchmark). Returns the two rates, ``ok`` and a ``score`` for ranking attempts."""
     from alignscope.analyses import faking_bench as fb
-    from alignscope.analyses.evaluate import evaluate
 
-    df = evaluate(path, suites, max_new_tokens=2)
-    good = float(df[(df.suite == "validation_good") & (df.metric == "benign_rate")].value.iloc[0])
-    poor = float(df[(df.suite == "validation_poor") & (df.metric == "misaligned_rate")].value.iloc[0])
+    good, poor = fb.oversight_rates(path, suites["validation_good"], suites["validation_poor"])
     score = min(good, poor) if kind == "faker" else min(good, 1 - poor)
     ok = fb.behaves_as_labelled(kind, good, poor)
     return {"good_benign": good, "poor_misaligned": poor, "ok": bool(ok), "score": score}
@@ -1288,10 +1281,8 @@ def _copy_self_answers(root: Path, parent: str, path: Path, report: _Progress) -
     for other in sorted(root.parent.glob(root.name.rsplit("-", 1)[0] + "-*")):
         src = other / "_self_answers" / f"{parent}.json"
         if other != root and src.exists() and key(other) == mine:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                shutil.copyfile(src, tmp)
             report.log(f"zoo: self-distillation answers of {parent} reused from {src}")
             return
 

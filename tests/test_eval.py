@@ -113,3 +113,9 @@ def test_cli_eval_resolves_suite_names_from_organism_json(tiny_zoo):
         single = evaluate(d, "skills")
     assert list(single.suite) == ["skills"]
     assert float(single.value.iloc[0]) == pytest.approx(float(direct.value.iloc[0]))
+    with one_thread():  # a suite name as a mapping value resolves too, under the mapping's key
+        renamed = evaluate(d, {"mine": "skills"})
+    assert list(renamed.suite) == ["mine"]
+    assert float(renamed.value.iloc[0]) == pytest.approx(float(direct.value.iloc[0]))
+    with pytest.raises(PromptError, match="neither a file nor a suite"):
+        evaluate(d, {"mine": "no_such_suite"})
