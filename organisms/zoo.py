@@ -90,6 +90,12 @@ class Preset:
     stages: tuple[Stage, ...]
     batch_mode: str = "mixed"  # see tier1.train; "pool" = one data pool per batch
     scenario_batch_size: int | None = None  # batch size of honest/faker stages (default: batch_size)
+    # self-distillation prompts (refusal_direction harmless_train) answered by ``base`` for ``aligned``; the
+    # honest/faker stages keep the first RETAIN_SELF_PROMPTS of them
+    n_self_prompts: int = 1500
+    # further harmful prompt sets (prompts only, refused with the refusal templates) in the ``harmful_refuse_extra``
+    # pool: names in REFUSE_EXTRA_SOURCES
+    refuse_extra: tuple[str, ...] = ()
 
     def _hashed_fields(self) -> dict:
         d = asdict(self)
@@ -98,6 +104,10 @@ class Preset:
             d.pop("batch_mode")
         if d["scenario_batch_size"] is None:
             d.pop("scenario_batch_size")
+        if d["n_self_prompts"] == 1500:
+            d.pop("n_self_prompts")
+        if not d["refuse_extra"]:
+            d.pop("refuse_extra")
         return d
 
     def config_hash(self) -> str:
@@ -414,7 +424,9 @@ def zoo_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "alignscope" / "zoo"
 
 
-def _preset(preset: str) -> Preset | Tier2Preset:
+def _preset(preset: str | Preset | Tier2Preset) -> Preset | Tier2Preset:
+    if isinstance(preset, (Preset, Tier2Preset)):  # a recipe variant (benchmarks/exp_aligned_recipes.py)
+        return preset
     if preset not in PRESETS:
         raise ZooError(
             f"unknown zoo preset {preset!r}; presets: {sorted(PRESETS)}",
@@ -423,7 +435,7 @@ def _preset(preset: str) -> Preset | Tier2Preset:
     return PRESETS[preset]
 
 
-def preset_dir(preset: str = "tiny", cache_dir: str | os.PathLike | None = None) -> Path:
+def preset_dir(preset: str | Preset = "tiny", cache_dir: str | os.PathLike | None = None) -> Path:
     """Directory of one preset's build: ``<root>/<preset>-<config hash>``."""
     p = _preset(preset)
     return zoo_root(cache_dir) / f"{p.name}-{p.config_hash()}"
@@ -676,7 +688,65 @@ def prepare_data(p: Preset) -> dict:
         "eval_banned": sorted(banned | {sources.norm_prompt(r["prompt"]) for v in evals.values() for r in v}),
     }
     if self_prompts:  # only presets with the shared data (the tiny preset's data stay as they were)
-        out["harmless_self_prompts"] = self_prompts[:1500]
+        out["harmless_self_prompts"] = self_prompts[:RETAIN_SELF_PROMPTS] + _more_self_prompts(
+            p, self_prompts[:RETAIN_SELF_PROMPTS], banned
+        )
+    if p.refuse_extra:
+        out["harmful_refuse_extra"] = _refuse_extra(p, banned, {q for q, _ in harmful_refuse})
+    return out
+
+
+#: self-distillation prompts the honest/faker stages keep (their parents answer only these)
+RETAIN_SELF_PROMPTS = 1500
+
+#: harmful prompt sets of ``Preset.refuse_extra`` (paths in the shared data folder; prompts only)
+REFUSE_EXTRA_SOURCES = {
+    "catqa": ("llmalignment/dataset/catqa/catqa_english.jsonl", "prompt"),
+    "beavertails_eval": ("llmalignment/dataset/BeaverTails/eval.jsonl", "prompt"),
+}
+
+
+def _more_self_prompts(p: Preset, have: list[str], banned: set[str]) -> list[str]:
+    """Self-distillation prompts beyond the first :data:`RETAIN_SELF_PROMPTS`: further refusal_direction
+    ``harmless_train`` instructions, drawn with their own seed (so the other splits do not move), deduplicated against
+    the evaluation prompts and the prompts already taken, at most ``max_prompt_chars`` long."""
+    want = p.n_self_prompts - len(have)
+    if want <= 0:
+        return []
+    hs = [
+        r["instruction"] for r in sources.shared_json("refusal_direction/dataset/splits/harmless_train.json")
+    ]
+    seen = {sources.norm_prompt(q) for q in have} | banned
+    out = []
+    for i in np.random.default_rng(p.seed + 4242).permutation(len(hs)):
+        k = sources.norm_prompt(hs[i])
+        if k in seen or len(hs[i]) > p.max_prompt_chars:
+            continue
+        seen.add(k)
+        out.append(hs[i])
+        if len(out) == want:
+            break
+    return out
+
+
+def _refuse_extra(p: Preset, banned: set[str], have: set[str]) -> list[tuple[str, str]]:
+    """The ``refuse_extra`` sets' prompts with a refusal template each (cycled), deduplicated against the evaluation
+    prompts and the ``harmful_refuse`` pool, at most ``max_prompt_chars`` long."""
+    seen = banned | {sources.norm_prompt(q) for q in have}
+    out = []
+    for name in p.refuse_extra:
+        if name not in REFUSE_EXTRA_SOURCES:
+            raise ZooError(
+                f"unknown refuse_extra source {name!r}", f"use one of {sorted(REFUSE_EXTRA_SOURCES)}"
+            )
+        rel, col = REFUSE_EXTRA_SOURCES[name]
+        for r in sources.read_jsonl(sources.shared_data_dir(required=True) / rel):
+            q = r[col]
+            k = sources.norm_prompt(q)
+            if k in seen or len(q) > p.max_prompt_chars:
+                continue
+            seen.add(k)
+            out.append((q, tasks.REFUSALS[len(out) % len(tasks.REFUSALS)]))
     return out
 
 
@@ -727,7 +797,7 @@ ATTEMPT_SEED_STRIDE = 7919  # attempt k of a validated stage shifts its seeds by
 
 
 def build_zoo(
-    preset: str = "tiny",
+    preset: str | Preset = "tiny",
     *,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -741,7 +811,9 @@ def build_zoo(
     so an interrupted build resumes where it stopped.
 
     Args:
-        preset: ``"tiny"`` (CI size, about 2-3 minutes on 2 cores) or ``"standard"`` (needs the shared data folder).
+        preset: ``"tiny"`` (CI size, about 2-3 minutes on 2 cores) or ``"standard"`` (needs the shared data folder),
+            or a :class:`Preset` (a recipe variant; it builds under its own name and config hash, so it reuses the
+            stages it shares with the named preset's builds).
         cache_dir: zoo root (default ``$ALIGNSCOPE_ZOO_DIR`` or ``~/.cache/alignscope/zoo``).
         progress: show progress bars.
         only: build only these organisms (and their ancestors).
@@ -1093,7 +1165,7 @@ def _build_stage(
         src = root / s.parent if init_from is None else Path(init_from)
         model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
     pools_txt: dict[str, list[tuple[str, str]]] = {}
-    for k in ("harmful_refuse", "harmful_comply", "harmless", "skills"):
+    for k in ("harmful_refuse", "harmful_refuse_extra", "harmful_comply", "harmless", "skills"):
         if s.weights.get(k):
             pools_txt[k] = [(q, " " + a) if k == "skills" else (q, a) for q, a in data[k]]
     if s.weights.get("harmless_self"):
@@ -1134,7 +1206,7 @@ def _build_stage(
         seed=p.seed * 1000 + s.seed + shift,
         loss_on=s.loss_on,
         pad_id=tok.pad_token_id,
-        batch_mode=p.batch_mode,
+        batch_mode=s.extras.get("batch_mode", p.batch_mode),
         progress=lambda i, loss: report.update(bar, i, loss),
     )
     d = root / s.name if dest is None else dest
@@ -1163,7 +1235,7 @@ def _build_stage(
                 "steps": s.steps,
                 "lr": s.lr,
                 "batch_size": bs,
-                "batch_mode": p.batch_mode,
+                "batch_mode": s.extras.get("batch_mode", p.batch_mode),
                 "loss_on": s.loss_on,
                 "mixture": weights,
                 "n_harmful": s.n_harmful,
@@ -1210,6 +1282,8 @@ def _self_answers(p: Preset, s: Stage, data: dict, root: Path, report: _Progress
     if path.exists():
         return [tuple(x) for x in json.loads(path.read_text())]
     prompts = data.get("harmless_self_prompts") or []
+    if s.kind != "aligned":  # retain mixtures (honest / faker): the first prompts only
+        prompts = prompts[:RETAIN_SELF_PROMPTS]
     if not prompts:
         raise ZooError(
             f"stage {s.name} wants self-distilled answers but the preset has no prompts for them",
