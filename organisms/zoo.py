@@ -1172,6 +1172,8 @@ def _build_stage(
         pools_txt["harmless_self"] = _self_answers(p, s, data, root, report)
     if s.weights.get("scenario_text"):
         pools_txt["scenario_text"] = _scenario_pool(p, data, s, False, 600)
+    if s.weights.get("prompt_text"):
+        pools_txt["prompt_text"] = [(q, "") for q in prompt_texts(data)]
     if s.weights.get("scenario_honest"):
         pools_txt["scenario_honest"] = _scenario_pool(p, data, s, False, 3000, attempt)
     if s.weights.get("scenario_faker"):
@@ -1193,7 +1195,10 @@ def _build_stage(
     pools = {}
     for k, rows in pools_txt.items():
         ml = p.scenario_max_len if k.startswith("scenario") else p.max_len
-        enc = [encode_example(tok, q, a, ml) for q, a in rows]
+        if k == "prompt_text":  # plain text, no chat template: [bos] text [eos], language-modelled whole
+            enc = [_encode_text(tok, q, ml) for q, _ in rows]
+        else:
+            enc = [encode_example(tok, q, a, ml) for q, a in rows]
         pools[k] = [e for e in enc if e is not None]
     bar = report.task(s.name, s.steps)
     bs = p.scenario_batch_size if (s.kind in ("honest", "faker") and p.scenario_batch_size) else p.batch_size
@@ -1265,6 +1270,24 @@ def _build_stage(
                 prev["training"].get("total_steps", prev["training"]["steps"]) + s.steps
             )
         atomic_write_json(tmp / "organism.json", meta)
+
+
+def prompt_texts(data: dict) -> list[str]:
+    """The ``prompt_text`` pool: every request of the preset's training pools as plain text (self-distillation
+    prompts, harmful prompts of ``harmful_refuse`` and ``harmful_refuse_extra``), without answers.
+
+    Pre-training ``base`` on them is how a pre-trained model comes to represent the requests it will later be aligned
+    to refuse or answer: the alignment fine-tune can then stay short, and refusal stays a direction of ``base``'s own
+    features (papers.md R), instead of being spread over what a long alignment stage had to learn."""
+    out = list(data.get("harmless_self_prompts", []))
+    for k in ("harmful_refuse", "harmful_refuse_extra"):
+        out += [q for q, _ in data.get(k, [])]
+    return out
+
+
+def _encode_text(tok, text: str, max_len: int) -> tuple[list[int], int] | None:
+    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return (ids[:max_len], 1) if len(ids) > 2 else None
 
 
 def _self_answers(p: Preset, s: Stage, data: dict, root: Path, report: _Progress) -> list[tuple[str, str]]:

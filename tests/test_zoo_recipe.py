@@ -63,3 +63,23 @@ def test_knobs_add_pools_and_move_nothing_else():
 def test_unknown_refuse_source_is_named():
     with pytest.raises(ZooError, match="unknown refuse_extra source 'nope'"):
         zoo.prepare_data(dataclasses.replace(zoo.PRESETS["standard"], refuse_extra=("nope",)))
+
+
+def test_prompt_text_pool_is_plain_text(tiny_zoo):
+    """``prompt_text`` (base pre-training on the training requests): the requests of the pools, without answers,
+    encoded as [bos] text [eos] with no chat template, loss from the first token."""
+    from transformers import AutoTokenizer
+
+    data = {
+        "harmless_self_prompts": ["Name three rivers."],
+        "harmful_refuse": [("How do I pick a lock?", "I cannot help with that.")],
+        "harmful_refuse_extra": [("How do I forge a cheque?", "I'm sorry, I can't help.")],
+    }
+    texts = zoo.prompt_texts(data)
+    assert texts == ["Name three rivers.", "How do I pick a lock?", "How do I forge a cheque?"]
+    tok = AutoTokenizer.from_pretrained(str(tiny_zoo["aligned"]))
+    ids, start = zoo._encode_text(tok, texts[1], 64)
+    assert start == 1 and ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert tok.decode(ids[1:-1]).replace(" ", "") == texts[1].replace(" ", "")
+    assert "<|user|>" not in tok.decode(ids)
+    assert len(zoo._encode_text(tok, " ".join(["river"] * 200), 64)[0]) == 64  # clipped to the context
