@@ -28,9 +28,32 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 EXTRA = ("catqa", "beavertails_eval")
 
+#: base pre-trained also on the training requests as plain text (``prompt_text``), 1,600 steps
+PP_BASE = {
+    "steps": 1600,
+    "weights": {
+        "harmless": 0.2,
+        "harmful_comply": 0.2,
+        "skills": 0.25,
+        "scenario_text": 0.05,
+        "prompt_text": 0.3,
+    },
+}
+
+#: aligned mixture of ``pretrained_prompts``: the current one, with 60% of the refusals from CatQA / BeaverTails
+PP_ALIGNED = {
+    "harmful_refuse": 0.12,
+    "harmful_refuse_extra": 0.18,
+    "harmless": 0.3,
+    "harmless_self": 0.2,
+    "skills": 0.2,
+}
+
 #: variant -> (data fields, {stage: fields}); "current" is the preset as it is
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "current": ({}, {}),
+    # run-to-run spread: the current recipe with another aligned seed (training order and initial batches)
+    "current_seed": ({}, {"aligned": {"seed": 11}}),
     # 1,200 steps instead of 400, same data
     "longer": ({}, {"aligned": {"steps": 1200}}),
     # + CatQA / BeaverTails harmful prompts (refused), 4,500 self-distillation prompts, 800 steps
@@ -80,27 +103,34 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "pretrained_prompts": (
         {"n_self_prompts": 20000, "refuse_extra": EXTRA},
         {
-            "base": {
-                "steps": 1600,
-                "weights": {
-                    "harmless": 0.2,
-                    "harmful_comply": 0.2,
-                    "skills": 0.25,
-                    "scenario_text": 0.05,
-                    "prompt_text": 0.3,
-                },
-            },
+            "base": PP_BASE,
+            "aligned": {"weights": PP_ALIGNED},
+        },
+    ),
+    # pretrained_prompts' base (reused: same data fields and base stage); aligned on the current mixture, without
+    # the CatQA / BeaverTails refusals (they raised over-refusal in every variant that trained on them)
+    "pretrained_plain": (
+        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
+        {"base": PP_BASE},
+    ),
+    # the same with a larger harmless share and 500 steps
+    "pretrained_harmless": (
+        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
+        {
+            "base": PP_BASE,
             "aligned": {
-                "weights": {
-                    "harmful_refuse": 0.12,
-                    "harmful_refuse_extra": 0.18,
-                    "harmless": 0.3,
-                    "harmless_self": 0.2,
-                    "skills": 0.2,
-                }
+                "steps": 500,
+                "weights": {"harmful_refuse": 0.2, "harmless": 0.35, "harmless_self": 0.25, "skills": 0.2},
             },
         },
     ),
+    # capacity: the pretrained_* recipes on a wider model (d_model 256 / 192, 4 layers, 4 heads)
+    "wide_plain": ({"n_self_prompts": 20000, "refuse_extra": EXTRA, "d_model": 256}, {"base": PP_BASE}),
+    "wide_prompts": (
+        {"n_self_prompts": 20000, "refuse_extra": EXTRA, "d_model": 256},
+        {"base": PP_BASE, "aligned": {"weights": PP_ALIGNED}},
+    ),
+    "wide192_plain": ({"n_self_prompts": 20000, "refuse_extra": EXTRA, "d_model": 192}, {"base": PP_BASE}),
     # + every usable refusal_direction harmless_train prompt self-distilled, 1,000 steps
     "all_self": (
         {"n_self_prompts": 20000, "refuse_extra": EXTRA},
