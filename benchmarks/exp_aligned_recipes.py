@@ -72,32 +72,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
             }
         },
     ),
-    # 4,500 self-distillation prompts only (no further harmful prompts), 800 steps
-    "more_self": (
-        {"n_self_prompts": 4500},
-        {
-            "aligned": {
-                "steps": 800,
-                "weights": {"harmful_refuse": 0.25, "harmless": 0.2, "harmless_self": 0.35, "skills": 0.2},
-            }
-        },
-    ),
-    # CatQA only (clearly harmful questions) + 4,500 self-distillation prompts, 800 steps
-    "catqa": (
-        {"n_self_prompts": 4500, "refuse_extra": ("catqa",)},
-        {
-            "aligned": {
-                "steps": 800,
-                "weights": {
-                    "harmful_refuse": 0.15,
-                    "harmful_refuse_extra": 0.1,
-                    "harmless": 0.2,
-                    "harmless_self": 0.35,
-                    "skills": 0.2,
-                },
-            }
-        },
-    ),
     # base pre-trained also on every training request as plain text (prompt_text: 17,500 Alpaca instructions, the
     # harmful prompts), 1,600 steps; aligned stays short (400 steps) and also refuses the CatQA / BeaverTails prompts
     "pretrained_prompts": (
@@ -131,23 +105,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
         {"base": PP_BASE, "aligned": {"weights": PP_ALIGNED}},
     ),
     "wide192_plain": ({"n_self_prompts": 20000, "refuse_extra": EXTRA, "d_model": 192}, {"base": PP_BASE}),
-    # + every usable refusal_direction harmless_train prompt self-distilled, 1,000 steps
-    "all_self": (
-        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
-        {
-            "aligned": {
-                "steps": 1000,
-                "weights": {
-                    "harmful_refuse": 0.1,
-                    "harmful_refuse_extra": 0.15,
-                    "harmless": 0.2,
-                    "harmless_self": 0.35,
-                    "skills": 0.2,
-                },
-            }
-        },
-    ),
-    # the same with mixed batches (every batch mixes the pools) instead of one pool per batch
+    # + every usable refusal_direction harmless_train prompt self-distilled, 1,000 steps, batches mixing the pools
+    # (instead of one pool per batch)
     "all_self_mixed": (
         {"n_self_prompts": 20000, "refuse_extra": EXTRA},
         {

@@ -90,8 +90,8 @@ class Preset:
     stages: tuple[Stage, ...]
     batch_mode: str = "mixed"  # see tier1.train; "pool" = one data pool per batch
     scenario_batch_size: int | None = None  # batch size of honest/faker stages (default: batch_size)
-    # self-distillation prompts (refusal_direction harmless_train) answered by ``base`` for ``aligned``; the
-    # honest/faker stages keep the first RETAIN_SELF_PROMPTS of them
+    # self-distillation prompts (refusal_direction harmless_train) answered by ``base`` for ``aligned``, at least
+    # RETAIN_SELF_PROMPTS (smaller values change nothing); the honest/faker stages keep the first RETAIN_SELF_PROMPTS
     n_self_prompts: int = 1500
     # further harmful prompt sets (prompts only, refused with the refusal templates) in the ``harmful_refuse_extra``
     # pool: names in REFUSE_EXTRA_SOURCES
