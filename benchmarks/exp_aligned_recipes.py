@@ -40,6 +40,16 @@ PP_BASE = {
     },
 }
 
+#: aligned mixture with the CatQA / BeaverTails refusals and a larger self-distilled share (``more_data``,
+#: ``all_self_mixed``)
+MORE_DATA_MIX = {
+    "harmful_refuse": 0.1,
+    "harmful_refuse_extra": 0.15,
+    "harmless": 0.2,
+    "harmless_self": 0.35,
+    "skills": 0.2,
+}
+
 #: aligned mixture of ``pretrained_prompts``: the current one, with 60% of the refusals from CatQA / BeaverTails
 PP_ALIGNED = {
     "harmful_refuse": 0.12,
@@ -62,13 +72,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
         {
             "aligned": {
                 "steps": 800,
-                "weights": {
-                    "harmful_refuse": 0.1,
-                    "harmful_refuse_extra": 0.15,
-                    "harmless": 0.2,
-                    "harmless_self": 0.35,
-                    "skills": 0.2,
-                },
+                "weights": MORE_DATA_MIX,
             }
         },
     ),
@@ -113,13 +117,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
             "aligned": {
                 "steps": 1000,
                 "extras": {"batch_mode": "mixed"},
-                "weights": {
-                    "harmful_refuse": 0.1,
-                    "harmful_refuse_extra": 0.15,
-                    "harmless": 0.2,
-                    "harmless_self": 0.35,
-                    "skills": 0.2,
-                },
+                "weights": MORE_DATA_MIX,
             }
         },
     ),
