@@ -2,11 +2,12 @@
 direction) at once.
 
 Each variant changes the ``aligned`` stage of the standard preset (its schedule, mixture and batch mode), the data
-fields it reads (``n_self_prompts``, ``refuse_extra``) and, in the ``pretrained_prompts`` variants, ``base``'s
-pre-training mixture; stages whose key did not change are reused from earlier builds (the ``current`` preset's
-``base`` for the aligned-only variants). For each variant the script trains ``aligned`` (a cache hit when built before), evaluates it
-on its held-out suites (greedy, ``max_new_tokens`` 12, substring judge) and runs the refusal-direction experiment of
-``exp_refusal_direction.py`` with the standard settings (``n_train`` 128, KL threshold 1.0, no layer pruning).
+fields it reads (``n_self_prompts``, ``refuse_extra``), in the ``pretrained_*`` / ``wide*`` variants ``base``'s
+pre-training mixture and width. Stages whose key did not change are reused from earlier builds (the ``current``
+preset's ``base`` for ``current_seed`` and ``longer``). For each variant the script trains ``aligned`` (a cache hit
+when built before), evaluates it on its held-out suites (greedy, ``max_new_tokens`` 12, substring judge) and runs
+the refusal-direction experiment of ``exp_refusal_direction.py`` with the standard settings (``n_train`` 128, KL
+threshold 1.0, no layer pruning).
 One JSON per variant in ``benchmarks/results/aligned_recipes/`` (atomic; a re-run skips finished variants), summary in
 ``benchmarks/results/aligned_recipes.md``.
 

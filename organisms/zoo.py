@@ -572,6 +572,7 @@ def prepare_data(p: Preset) -> dict:
     cross: dict[str, list[str]] = {"harmful_cross": jbb}
     harmless_test: list[str] = []
     self_prompts: list[str] = []
+    alpaca_train: list[str] = []  # refusal_direction harmless_train instructions (self-distillation prompts)
     if p.use_shared:
         sources.shared_data_dir(required=True)
         extra_harm = [
@@ -588,8 +589,13 @@ def prepare_data(p: Preset) -> dict:
         ]
         harmless_test = [ht[i] for i in sorted(rng.choice(len(ht), size=200, replace=False))]
         # prompts (no answers) for self-distillation: the parent answers them itself (see _self_answers)
-        hs = sources.shared_json("refusal_direction/dataset/splits/harmless_train.json")
-        self_prompts = [hs[i]["instruction"] for i in sorted(rng.choice(len(hs), size=3000, replace=False))]
+        alpaca_train = [
+            r["instruction"]
+            for r in sources.shared_json("refusal_direction/dataset/splits/harmless_train.json")
+        ]
+        self_prompts = [
+            alpaca_train[i] for i in sorted(rng.choice(len(alpaca_train), size=3000, replace=False))
+        ]
         seed_path = sources.shared_data_dir() / "alpaca/seed_tasks.jsonl"
         for r in sources.read_jsonl(seed_path):
             inst = r["instruction"] + (
@@ -689,7 +695,7 @@ def prepare_data(p: Preset) -> dict:
     }
     if self_prompts:  # only presets with the shared data (the tiny preset's data stay as they were)
         out["harmless_self_prompts"] = self_prompts[:RETAIN_SELF_PROMPTS] + _more_self_prompts(
-            p, self_prompts[:RETAIN_SELF_PROMPTS], banned
+            p, alpaca_train, self_prompts[:RETAIN_SELF_PROMPTS], banned
         )
     if p.refuse_extra:
         out["harmful_refuse_extra"] = _refuse_extra(p, banned, {q for q, _ in harmful_refuse})
@@ -706,16 +712,13 @@ REFUSE_EXTRA_SOURCES = {
 }
 
 
-def _more_self_prompts(p: Preset, have: list[str], banned: set[str]) -> list[str]:
+def _more_self_prompts(p: Preset, hs: list[str], have: list[str], banned: set[str]) -> list[str]:
     """Self-distillation prompts beyond the first :data:`RETAIN_SELF_PROMPTS`: further refusal_direction
-    ``harmless_train`` instructions, drawn with their own seed (so the other splits do not move), deduplicated against
-    the evaluation prompts and the prompts already taken, at most ``max_prompt_chars`` long."""
+    ``harmless_train`` instructions ``hs``, drawn with their own seed (so the other splits do not move), deduplicated
+    against the evaluation prompts and the prompts already taken, at most ``max_prompt_chars`` long."""
     want = p.n_self_prompts - len(have)
     if want <= 0:
         return []
-    hs = [
-        r["instruction"] for r in sources.shared_json("refusal_direction/dataset/splits/harmless_train.json")
-    ]
     seen = {sources.norm_prompt(q) for q in have} | banned
     out = []
     for i in np.random.default_rng(p.seed + 4242).permutation(len(hs)):
@@ -1299,14 +1302,16 @@ def _self_answers(p: Preset, s: Stage, data: dict, root: Path, report: _Progress
     parent in ``<preset dir>/_self_answers/<parent>.json`` (atomic), so stages with one parent share the answers.
     """
 
-    path = root / "_self_answers" / f"{s.parent}.json"
+    prompts = data.get("harmless_self_prompts") or []
+    if s.kind != "aligned":  # retain mixtures (honest / faker): the first prompts only
+        prompts = prompts[:RETAIN_SELF_PROMPTS]
+    # the cache is the parent's answers to these prompts: a retain cut of a larger set has its own file
+    full = len(prompts) == len(data.get("harmless_self_prompts") or [])
+    path = root / "_self_answers" / (f"{s.parent}.json" if full else f"{s.parent}.retain.json")
     if not path.exists():
         _copy_self_answers(root, s.parent, path, report)
     if path.exists():
         return [tuple(x) for x in json.loads(path.read_text())]
-    prompts = data.get("harmless_self_prompts") or []
-    if s.kind != "aligned":  # retain mixtures (honest / faker): the first prompts only
-        prompts = prompts[:RETAIN_SELF_PROMPTS]
     if not prompts:
         raise ZooError(
             f"stage {s.name} wants self-distilled answers but the preset has no prompts for them",
@@ -1376,7 +1381,7 @@ def _copy_self_answers(root: Path, parent: str, path: Path, report: _Progress) -
     if mine is None:
         return
     for other in sorted(root.parent.glob(root.name.rsplit("-", 1)[0] + "-*")):
-        src = other / "_self_answers" / f"{parent}.json"
+        src = other / "_self_answers" / path.name
         if other != root and src.exists() and key(other) == mine:
             with atomic_path(path) as tmp:
                 shutil.copyfile(src, tmp)

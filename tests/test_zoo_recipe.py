@@ -83,3 +83,38 @@ def test_prompt_text_pool_is_plain_text(tiny_zoo):
     assert tok.decode(ids[1:-1]).replace(" ", "") == texts[1].replace(" ", "")
     assert "<|user|>" not in tok.decode(ids)
     assert len(zoo._encode_text(tok, " ".join(["river"] * 200), 64)[0]) == 64  # clipped to the context
+
+
+def test_retain_stages_answer_the_first_prompts_in_their_own_cache(tiny_zoo, tmp_path, monkeypatch):
+    """With more self-distillation prompts than the retain cut, an honest/faker child gets its parent's answers to
+    the first ``RETAIN_SELF_PROMPTS`` only, cached apart from the full set an ``aligned`` child would get."""
+    import json
+    import shutil
+
+    from alignscope.organisms.zoo import PRESETS, Stage, _Progress, _self_answers
+    from zoo_fixtures import one_thread
+
+    d = tiny_zoo["aligned"]
+    prompts = [
+        json.loads(x)["prompt"] for x in (d / "evals/harmless_heldout.jsonl").read_text().splitlines()
+    ][:8]
+    root = tmp_path / "zoo"
+    shutil.copytree(d, root / "aligned")
+    monkeypatch.setattr(zoo, "RETAIN_SELF_PROMPTS", 3)
+    data = {"harmless_self_prompts": prompts}
+    with one_thread():
+        retain = _self_answers(
+            PRESETS["tiny"], Stage("h", "honest", "aligned", "", {}, 1, 1e-3, 1), data, root, _Progress(False)
+        )
+        full = _self_answers(
+            PRESETS["tiny"],
+            Stage("a", "aligned", "aligned", "", {}, 1, 1e-3, 1),
+            data,
+            root,
+            _Progress(False),
+        )
+    assert {q for q, _ in retain} <= set(prompts[:3]) and len(retain) >= 1
+    assert {q for q, _ in full} - set(prompts[:3])  # the full set reaches past the cut
+    assert [r for r in full if r[0] in prompts[:3]] == retain  # same parent, same greedy answers
+    assert (root / "_self_answers" / "aligned.retain.json").exists()
+    assert (root / "_self_answers" / "aligned.json").exists()
