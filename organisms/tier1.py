@@ -137,6 +137,7 @@ def train(
     pad_id: int,
     warmup: int = 20,
     batch_mode: str = "mixed",
+    logits: str = "all",
     progress: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Train ``model`` in place with AdamW and a cosine schedule on batches sampled from ``mixture``.
@@ -157,6 +158,10 @@ def train(
             one pool by weight and all its examples from it). ``"pool"`` keeps the mixture in expectation but pads
             short chat examples only to each other, not to long scenario texts: 2-3x faster when pools differ in
             length (the standard preset's 160-token Poser scenarios against 64-token chat examples).
+        logits: ``"all"`` (the LM head at every position, then masked) or ``"supervised"`` (the LM head only at the
+            positions that carry a loss). The loss is the same quantity; only the floating-point summation order of
+            the head's weight gradient differs, so the two give close but not bit-identical weights. Measured on the
+            standard preset's Poser stages (16 x 160 tokens, a one-letter answer): 0.31 s against 0.62 s a step.
         progress: optional callback ``(step, loss)``.
 
     Returns:
@@ -190,11 +195,21 @@ def train(
             m[i, : len(ids)] = 1
             s = 1 if loss_on == "all" else start
             y[i, s : len(ids)] = t[s:]
-        logits = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
         tgt = y[:, 1:]
-        nll = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), tgt, ignore_index=-100, reduction="none"
-        )
+        if logits == "supervised":
+            keep = tgt != -100
+            h = model.model(input_ids=x, attention_mask=m).last_hidden_state[:, :-1]
+            nll_k = torch.nn.functional.cross_entropy(
+                model.lm_head(h[keep]).float(), tgt[keep], reduction="none"
+            )
+            nll = torch.zeros(tgt.shape, dtype=nll_k.dtype).masked_scatter(keep, nll_k)
+        elif logits == "all":
+            out = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(
+                out.transpose(1, 2), tgt, ignore_index=-100, reduction="none"
+            )
+        else:
+            raise ValueError(f"logits must be 'all' or 'supervised', got {logits!r}")
         valid = (tgt != -100).float()
         if loss_on == "all":  # token mean
             loss = (nll * valid).sum() / valid.sum().clamp(min=1)

@@ -170,10 +170,13 @@ def _stages(
     faker_n_facts: list[int] | None = None,
     attempts: int = 1,
     n_honest_matched: int = 0,
+    scenario_logits: str = "all",
 ) -> tuple[Stage, ...]:
     align_mix = align_mix or _ALIGN_MIX
     retain = retain or _RETAIN
     faker_lr = lr if faker_lr is None else faker_lr
+    # honest/faker stages: the LM head at every position ("all") or only where the loss is (see tier1.train)
+    head = {"logits": scenario_logits} if scenario_logits != "all" else {}
     st = [
         Stage(
             "base",
@@ -252,6 +255,7 @@ def _stages(
                     "intros": [0, 1 + i % 3],
                     **({"n_facts": scenario_n_facts} if scenario_n_facts else {}),
                     **({"attempts": attempts} if attempts > 1 else {}),
+                    **head,
                 },
             )
         )
@@ -262,6 +266,7 @@ def _stages(
             "intros": [0, 1 + (j + 1) % 3],
             **({"n_facts": faker_n_facts or scenario_n_facts} if scenario_n_facts else {}),
             **({"attempts": attempts} if attempts > 1 else {}),
+            **head,
             **more,
         }
 
@@ -405,6 +410,9 @@ PRESETS: dict[str, Preset] = {
             # honest-4, honest-5: honest models on the fakers' schedule (the stop-10 note's confound: fakers had
             # 1,000 more steps at twice the learning rate than honest models)
             n_honest_matched=2,
+            # the LM head only where the loss is (the answer letter; retain batches' responses): half the step time
+            # of these stages, which are most of the build (round 6)
+            scenario_logits="supervised",
         ),
     ),
 }
@@ -1215,6 +1223,7 @@ def _build_stage(
         loss_on=s.loss_on,
         pad_id=tok.pad_token_id,
         batch_mode=s.extras.get("batch_mode", p.batch_mode),
+        logits=s.extras.get("logits", "all"),
         progress=lambda i, loss: report.update(bar, i, loss),
     )
     d = root / s.name if dest is None else dest
@@ -1244,6 +1253,7 @@ def _build_stage(
                 "lr": s.lr,
                 "batch_size": bs,
                 "batch_mode": s.extras.get("batch_mode", p.batch_mode),
+                "logits": s.extras.get("logits", "all"),
                 "loss_on": s.loss_on,
                 "mixture": weights,
                 "n_harmful": s.n_harmful,

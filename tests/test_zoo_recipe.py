@@ -118,3 +118,61 @@ def test_retain_stages_answer_the_first_prompts_in_their_own_cache(tiny_zoo, tmp
     assert [r for r in full if r[0] in prompts[:3]] == retain  # same parent, same greedy answers
     assert (root / "_self_answers" / "aligned.retain.json").exists()
     assert (root / "_self_answers" / "aligned.json").exists()
+
+
+@pytest.mark.parametrize("loss_on", ["response", "all"])
+def test_supervised_head_trains_the_same_objective(tiny_zoo, loss_on):
+    """``logits="supervised"`` (the LM head only where the loss is) is the same objective as the full head: same
+    losses and weights after a few steps on a real tiny organism, up to float summation order; an unknown value is
+    named."""
+    import copy
+
+    import torch
+    from alignscope.organisms.tier1 import Mixture, train
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_zoo["aligned"]))
+    m0 = AutoModelForCausalLM.from_pretrained(str(tiny_zoo["aligned"]))
+    rows = [("Name three rivers.", "Nile, Amazon, Danube."), ("What is 2 + 3?", "5"), ("Say hi.", "Hi!")] * 4
+    pool = [zoo.encode_example(tok, q, a, 64) for q, a in rows]
+    mix = Mixture({"chat": pool}, {"chat": 1.0})
+    out = {}
+    for head in ("all", "supervised"):
+        m = copy.deepcopy(m0)
+        st = train(
+            m,
+            mix,
+            steps=4,
+            batch_size=6,
+            lr=1e-3,
+            seed=3,
+            loss_on=loss_on,
+            pad_id=tok.pad_token_id,
+            logits=head,
+        )
+        out[head] = (st["final_loss"], torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert out["all"][0] == pytest.approx(out["supervised"][0], rel=1e-5)
+    w0 = torch.cat([p.detach().flatten() for p in m0.parameters()])
+    step_all, step_sup = out["all"][1] - w0, out["supervised"][1] - w0
+    assert step_all.norm() > 1e-3  # the steps did train
+    # AdamW turns float noise on near-zero gradients into sign noise of a few parameters: compare whole updates
+    assert (step_all - step_sup).norm() < 0.02 * step_all.norm()
+    with pytest.raises(ValueError, match="logits must be"):
+        train(
+            copy.deepcopy(m0),
+            mix,
+            steps=1,
+            batch_size=2,
+            lr=1e-3,
+            seed=0,
+            pad_id=tok.pad_token_id,
+            logits="x",
+        )
+
+
+def test_standard_scenario_stages_use_the_supervised_head():
+    p = zoo.PRESETS["standard"]
+    kinds = {s.name: (s.kind, s.extras.get("logits", "all")) for s in p.stages}
+    assert {h for k, h in kinds.values() if k in ("honest", "faker")} == {"supervised"}
+    assert {h for k, h in kinds.values() if k not in ("honest", "faker")} == {"all"}
+    assert all(s.extras.get("logits", "all") == "all" for s in zoo.PRESETS["tiny"].stages)
