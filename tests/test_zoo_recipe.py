@@ -176,3 +176,34 @@ def test_standard_scenario_stages_use_the_supervised_head():
     assert {h for k, h in kinds.values() if k in ("honest", "faker")} == {"supervised"}
     assert {h for k, h in kinds.values() if k not in ("honest", "faker")} == {"all"}
     assert all(s.extras.get("logits", "all") == "all" for s in zoo.PRESETS["tiny"].stages)
+
+
+def test_thread_count_does_not_change_training(tiny_zoo):
+    """A stage that runs alone in a parallel build trains with every worker's thread (``_build_parallel``); that is
+    only sound because the weights do not depend on the intra-op thread count. Checked bit for bit on a real tiny
+    organism, both heads."""
+    import copy
+    import hashlib
+
+    import torch
+    from alignscope.organisms.tier1 import Mixture, train
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_zoo["aligned"]))
+    m0 = AutoModelForCausalLM.from_pretrained(str(tiny_zoo["aligned"]))
+    rows = [(f"Write {k} words about rivers, please.", " ".join(["water"] * (3 + k))) for k in range(24)]
+    mix = Mixture({"chat": [zoo.encode_example(tok, q, a, 64) for q, a in rows]}, {"chat": 1.0})
+    before = torch.get_num_threads()
+    try:
+        for head in ("all", "supervised"):
+            digests = []
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                m = copy.deepcopy(m0)
+                train(m, mix, steps=6, batch_size=16, lr=2e-3, seed=5, pad_id=tok.pad_token_id, logits=head)
+                digests.append(
+                    hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in m.parameters())).digest()
+                )
+            assert digests[0] == digests[1], head
+    finally:
+        torch.set_num_threads(before)
