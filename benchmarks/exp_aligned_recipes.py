@@ -122,6 +122,19 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
             }
         },
     ),
+    # all_self_mixed without the CatQA / BeaverTails refusals (their share goes to the refusal_direction / MisQA /
+    # BeaverTails-train refusals): does the extra refusal data cause its AlpacaEval over-refusal? (round 6; same data
+    # fields, so base and the self-distilled answers are reused)
+    "all_self_mixed_noextra": (
+        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
+        {
+            "aligned": {
+                "steps": 1000,
+                "extras": {"batch_mode": "mixed"},
+                "weights": {"harmful_refuse": 0.25, "harmless": 0.2, "harmless_self": 0.35, "skills": 0.2},
+            }
+        },
+    ),
 }
 
 SUITES = (
