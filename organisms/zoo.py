@@ -948,6 +948,7 @@ def _build_parallel(
         if stages[n].extras.get("attempts", 1) > 1 or not _reuse_stage(p, n, root, report):
             todo.append(n)
     running: dict = {}
+    own_threads = int(os.environ.get("ALIGNSCOPE_TRAIN_THREADS", "1"))
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
         while todo or running:
             ready = sorted(
@@ -959,7 +960,8 @@ def _build_parallel(
                 todo.remove(n)
                 if stages[n].weights.get("harmless_self"):
                     _self_answers(p, stages[n], data, root, report)
-                threads = workers if not running and not ready else 1  # alone: it gets every core
+                # alone, a stage gets every worker's core; otherwise the user's setting (default 1)
+                threads = max(workers, own_threads) if not running and not ready else own_threads
                 report.log(
                     f"zoo {n}: started ({len(running) + 1} of {workers} workers busy"
                     + (f", {threads} threads)" if threads > 1 else ")")
