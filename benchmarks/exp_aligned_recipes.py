@@ -135,6 +135,35 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
             }
         },
     ),
+    # run-to-run spread of all_self_mixed_noextra: another aligned seed (round 6)
+    "all_self_mixed_noextra_seed": (
+        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
+        {
+            "aligned": {
+                "seed": 11,
+                "steps": 1000,
+                "extras": {"batch_mode": "mixed"},
+                "weights": {"harmful_refuse": 0.25, "harmless": 0.2, "harmless_self": 0.35, "skills": 0.2},
+            }
+        },
+    ),
+    # half way between the two: the CatQA / BeaverTails refusals at 7.5% instead of 15% (round 6)
+    "all_self_mixed_halfextra": (
+        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
+        {
+            "aligned": {
+                "steps": 1000,
+                "extras": {"batch_mode": "mixed"},
+                "weights": {
+                    "harmful_refuse": 0.175,
+                    "harmful_refuse_extra": 0.075,
+                    "harmless": 0.2,
+                    "harmless_self": 0.35,
+                    "skills": 0.2,
+                },
+            }
+        },
+    ),
 }
 
 SUITES = (
