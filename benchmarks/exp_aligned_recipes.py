@@ -60,6 +60,20 @@ PP_ALIGNED = {
     "skills": 0.2,
 }
 
+#: ``MORE_DATA_MIX`` without the CatQA / BeaverTails refusals, their share moved to the original refusals
+NOEXTRA_MIX = {"harmful_refuse": 0.25, "harmless": 0.2, "harmless_self": 0.35, "skills": 0.2}
+
+
+def _self_mixed(weights: dict, **aligned) -> tuple[dict, dict]:
+    """The ``all_self_mixed*`` family: every usable Alpaca instruction self-distilled, the CatQA / BeaverTails prompts
+    in the data (so all members share ``base`` and its answers), ``aligned`` 1,000 mixed-batch steps on ``weights``;
+    ``aligned`` takes further stage fields (e.g. ``seed``)."""
+    return (
+        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
+        {"aligned": {**aligned, "steps": 1000, "extras": {"batch_mode": "mixed"}, "weights": weights}},
+    )
+
+
 #: variant -> (data fields, {stage: fields}); "current" is the preset as it is
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "current": ({}, {}),
@@ -112,57 +126,22 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "wide192_plain": ({"n_self_prompts": 20000, "refuse_extra": EXTRA, "d_model": 192}, {"base": PP_BASE}),
     # + every usable refusal_direction harmless_train prompt self-distilled, 1,000 steps, batches mixing the pools
     # (instead of one pool per batch)
-    "all_self_mixed": (
-        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
-        {
-            "aligned": {
-                "steps": 1000,
-                "extras": {"batch_mode": "mixed"},
-                "weights": MORE_DATA_MIX,
-            }
-        },
-    ),
+    "all_self_mixed": _self_mixed(MORE_DATA_MIX),
     # all_self_mixed without the CatQA / BeaverTails refusals (their share goes to the refusal_direction / MisQA /
     # BeaverTails-train refusals): does the extra refusal data cause its AlpacaEval over-refusal? (round 6; same data
     # fields, so base and the self-distilled answers are reused)
-    "all_self_mixed_noextra": (
-        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
-        {
-            "aligned": {
-                "steps": 1000,
-                "extras": {"batch_mode": "mixed"},
-                "weights": {"harmful_refuse": 0.25, "harmless": 0.2, "harmless_self": 0.35, "skills": 0.2},
-            }
-        },
-    ),
+    "all_self_mixed_noextra": _self_mixed(NOEXTRA_MIX),
     # run-to-run spread of all_self_mixed_noextra: another aligned seed (round 6)
-    "all_self_mixed_noextra_seed": (
-        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
-        {
-            "aligned": {
-                "seed": 11,
-                "steps": 1000,
-                "extras": {"batch_mode": "mixed"},
-                "weights": {"harmful_refuse": 0.25, "harmless": 0.2, "harmless_self": 0.35, "skills": 0.2},
-            }
-        },
-    ),
+    "all_self_mixed_noextra_seed": _self_mixed(NOEXTRA_MIX, seed=11),
     # half way between the two: the CatQA / BeaverTails refusals at 7.5% instead of 15% (round 6)
-    "all_self_mixed_halfextra": (
-        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
+    "all_self_mixed_halfextra": _self_mixed(
         {
-            "aligned": {
-                "steps": 1000,
-                "extras": {"batch_mode": "mixed"},
-                "weights": {
-                    "harmful_refuse": 0.175,
-                    "harmful_refuse_extra": 0.075,
-                    "harmless": 0.2,
-                    "harmless_self": 0.35,
-                    "skills": 0.2,
-                },
-            }
-        },
+            "harmful_refuse": 0.175,
+            "harmful_refuse_extra": 0.075,
+            "harmless": 0.2,
+            "harmless_self": 0.35,
+            "skills": 0.2,
+        }
     ),
 }
 

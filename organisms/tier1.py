@@ -167,6 +167,8 @@ def train(
     Returns:
         ``{"steps", "final_loss", "seconds", "seed"}``.
     """
+    if logits not in ("all", "supervised"):
+        raise ValueError(f"logits must be 'all' or 'supervised', got {logits!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     names = [n for n in mixture.pools if mixture.pools[n] and mixture.weights.get(n, 0) > 0]
@@ -196,21 +198,19 @@ def train(
             s = 1 if loss_on == "all" else start
             y[i, s : len(ids)] = t[s:]
         tgt = y[:, 1:]
-        if logits == "supervised":
-            keep = tgt != -100
-            h = model.model(input_ids=x, attention_mask=m).last_hidden_state[:, :-1]
+        keep = tgt != -100
+        if logits == "supervised":  # the head only where the loss is
+            h = model.get_decoder()(input_ids=x, attention_mask=m).last_hidden_state[:, :-1]
             nll_k = torch.nn.functional.cross_entropy(
-                model.lm_head(h[keep]).float(), tgt[keep], reduction="none"
+                model.get_output_embeddings()(h[keep]).float(), tgt[keep], reduction="none"
             )
             nll = torch.zeros(tgt.shape, dtype=nll_k.dtype).masked_scatter(keep, nll_k)
-        elif logits == "all":
+        else:
             out = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
             nll = torch.nn.functional.cross_entropy(
                 out.transpose(1, 2), tgt, ignore_index=-100, reduction="none"
             )
-        else:
-            raise ValueError(f"logits must be 'all' or 'supervised', got {logits!r}")
-        valid = (tgt != -100).float()
+        valid = keep.float()
         if loss_on == "all":  # token mean
             loss = (nll * valid).sum() / valid.sum().clamp(min=1)
         else:  # example mean: a two-token answer weighs as much as a sixty-token one
