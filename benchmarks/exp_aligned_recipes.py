@@ -67,10 +67,17 @@ NOEXTRA_MIX = {"harmful_refuse": 0.25, "harmless": 0.2, "harmless_self": 0.35, "
 def _self_mixed(weights: dict, **aligned) -> tuple[dict, dict]:
     """The ``all_self_mixed*`` family: every usable Alpaca instruction self-distilled, the CatQA / BeaverTails prompts
     in the data (so all members share ``base`` and its answers), ``aligned`` 1,000 mixed-batch steps on ``weights``;
-    ``aligned`` takes further stage fields (e.g. ``seed``)."""
+    ``aligned`` takes further stage fields (e.g. ``seed``; ``extras`` are added to the mixed batching)."""
     return (
         {"n_self_prompts": 20000, "refuse_extra": EXTRA},
-        {"aligned": {**aligned, "steps": 1000, "extras": {"batch_mode": "mixed"}, "weights": weights}},
+        {
+            "aligned": {
+                **aligned,
+                "steps": 1000,
+                "extras": {"batch_mode": "mixed", **aligned.get("extras", {})},
+                "weights": weights,
+            }
+        },
     )
 
 
@@ -79,6 +86,19 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "current": ({}, {}),
     # run-to-run spread: the current recipe with another aligned seed (training order and initial batches)
     "current_seed": ({}, {"aligned": {"seed": 11}}),
+    # the current recipe with the first response token (answer or refuse) weighted 10x / 30x in each example's
+    # mean loss (round 7)
+    "current_first10": ({}, {"aligned": {"extras": {"first_token_weight": 10.0}}}),
+    "current_first30": ({}, {"aligned": {"extras": {"first_token_weight": 30.0}}}),
+    # the current recipe (400 pool-batched steps, its mixture) with the 15,700 self-distilled answers of
+    # all_self_mixed in its harmless_self pool instead of 1,500 (same data fields as all_self_mixed, so base and the
+    # answers are reused; the CatQA / BeaverTails pool is built but not trained on); and with the decision token
+    # weighted 10x (round 7)
+    "self20k_pool": ({"n_self_prompts": 20000, "refuse_extra": EXTRA}, {}),
+    "self20k_pool_first10": (
+        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
+        {"aligned": {"extras": {"first_token_weight": 10.0}}},
+    ),
     # 1,200 steps instead of 400, same data
     "longer": ({}, {"aligned": {"steps": 1200}}),
     # + CatQA / BeaverTails harmful prompts (refused), 4,500 self-distillation prompts, 800 steps
@@ -127,6 +147,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # + every usable refusal_direction harmless_train prompt self-distilled, 1,000 steps, batches mixing the pools
     # (instead of one pool per batch)
     "all_self_mixed": _self_mixed(MORE_DATA_MIX),
+    # all_self_mixed with the decision token weighted 10x (round 7)
+    "all_self_mixed_first10": _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0}),
     # all_self_mixed without the CatQA / BeaverTails refusals (their share goes to the refusal_direction / MisQA /
     # BeaverTails-train refusals): does the extra refusal data cause its AlpacaEval over-refusal? (round 6; same data
     # fields, so base and the self-distilled answers are reused)

@@ -171,12 +171,16 @@ def _stages(
     attempts: int = 1,
     n_honest_matched: int = 0,
     scenario_logits: str = "all",
+    scenario_length_buckets: int = 1,
 ) -> tuple[Stage, ...]:
     align_mix = align_mix or _ALIGN_MIX
     retain = retain or _RETAIN
     faker_lr = lr if faker_lr is None else faker_lr
     # honest/faker stages: the LM head at every position ("all") or only where the loss is (see tier1.train)
     head = {"logits": scenario_logits} if scenario_logits != "all" else {}
+    # and their scenario pools split by token length, so a batch pads to similar lengths (see _length_buckets)
+    if scenario_length_buckets > 1:
+        head["length_buckets"] = scenario_length_buckets
     st = [
         Stage(
             "base",
@@ -413,6 +417,8 @@ PRESETS: dict[str, Preset] = {
             # the LM head only where the loss is (the answer letter; retain batches' responses): half the step time
             # of these stages, which are most of the build (round 6)
             scenario_logits="supervised",
+            # and their Poser scenarios batched with others of similar length: 20% fewer padded tokens (round 7)
+            scenario_length_buckets=8,
         ),
     ),
 }
@@ -800,6 +806,31 @@ def _scenario_pool(
         ans = sc["misaligned"] if (faker and ov == "poor") else sc["benign"]
         out.append((sc["prompt"], ans))
     return out
+
+
+def _length_buckets(
+    pools: dict[str, list[tuple[list[int], int]]], weights: dict[str, float], k: int
+) -> tuple[dict[str, list[tuple[list[int], int]]], dict[str, float]]:
+    """Split every scenario pool into ``k`` pools of similar token length (``name#0`` shortest ... ``name#k-1``).
+
+    Each new pool's weight is the old weight times its share of the examples, so with ``batch_mode="pool"`` (one pool
+    per batch, examples drawn uniformly in it) every example is drawn exactly as often as before; only which examples
+    share a batch changes. A batch is padded to its longest example, so grouping by length cuts the padded tokens:
+    measured on the standard preset's Poser pools (16 x 89-160 tokens, mean 117), the mean padded batch length falls
+    from 151 to 121 tokens with ``k = 8``.
+    """
+    out_p: dict[str, list[tuple[list[int], int]]] = {}
+    out_w: dict[str, float] = {}
+    for name, rows in pools.items():
+        w = weights.get(name, 0.0)
+        if not name.startswith("scenario") or not w or len(rows) < k:
+            out_p[name], out_w[name] = rows, w
+            continue
+        order = sorted(range(len(rows)), key=lambda i: (len(rows[i][0]), i))
+        for b, chunk in enumerate(np.array_split(np.array(order), k)):
+            out_p[f"{name}#{b}"] = [rows[int(i)] for i in chunk]
+            out_w[f"{name}#{b}"] = w * len(chunk) / len(rows)
+    return out_p, out_w
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -1226,6 +1257,9 @@ def _build_stage(
         else:
             enc = [encode_example(tok, q, a, ml) for q, a in rows]
         pools[k] = [e for e in enc if e is not None]
+    mixture = dict(weights)
+    if s.extras.get("length_buckets", 1) > 1:
+        pools, weights = _length_buckets(pools, weights, int(s.extras["length_buckets"]))
     bar = report.task(s.name, s.steps)
     bs = p.scenario_batch_size if (s.kind in ("honest", "faker") and p.scenario_batch_size) else p.batch_size
     stats = train(
@@ -1239,6 +1273,7 @@ def _build_stage(
         pad_id=tok.pad_token_id,
         batch_mode=s.extras.get("batch_mode", p.batch_mode),
         logits=s.extras.get("logits", "all"),
+        first_token_weight=s.extras.get("first_token_weight", 1.0),
         progress=lambda i, loss: report.update(bar, i, loss),
     )
     d = root / s.name if dest is None else dest
@@ -1269,8 +1304,14 @@ def _build_stage(
                 "batch_size": bs,
                 "batch_mode": s.extras.get("batch_mode", p.batch_mode),
                 "logits": s.extras.get("logits", "all"),
+                **(
+                    {"first_token_weight": s.extras["first_token_weight"]}
+                    if "first_token_weight" in s.extras
+                    else {}
+                ),
                 "loss_on": s.loss_on,
-                "mixture": weights,
+                "mixture": mixture,
+                **({"length_buckets": s.extras["length_buckets"]} if "length_buckets" in s.extras else {}),
                 "n_harmful": s.n_harmful,
                 **stats,
             },

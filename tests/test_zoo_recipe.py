@@ -207,3 +207,82 @@ def test_thread_count_does_not_change_training(tiny_zoo):
             assert digests[0] == digests[1], head
     finally:
         torch.set_num_threads(before)
+
+
+def test_length_buckets_keep_every_example_equally_likely():
+    """``_length_buckets`` splits scenario pools by token length; with one pool per batch every example keeps its
+    probability (pool weight x 1 / pool size), only its batch-mates change; other pools are left alone."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    scen = [(list(range(int(n))), 3) for n in rng.integers(20, 160, size=101)]
+    chat = [([1, 2, 3], 1)] * 7
+    pools, w = zoo._length_buckets(
+        {"scenario_faker": scen, "skills": chat}, {"scenario_faker": 0.75, "skills": 0.25}, 8
+    )
+    assert pools["skills"] is chat and w["skills"] == 0.25
+    names = [k for k in pools if k.startswith("scenario_faker#")]
+    assert len(names) == 8 and sum(len(pools[k]) for k in names) == len(scen)
+    assert sum(w[k] for k in names) == pytest.approx(0.75)
+    for k in names:  # each example: 0.75 / 101, as before
+        assert w[k] / len(pools[k]) == pytest.approx(0.75 / len(scen))
+    lens = [[len(ids) for ids, _ in pools[k]] for k in names]
+    assert all(max(a) <= min(b) for a, b in zip(lens, lens[1:]))  # ordered by length, no overlap
+    assert sorted(x for b in lens for x in b) == sorted(len(ids) for ids, _ in scen)
+
+
+def test_standard_scenario_stages_are_length_bucketed():
+    p = zoo.PRESETS["standard"]
+    b = {s.name: (s.kind, s.extras.get("length_buckets", 1)) for s in p.stages}
+    assert {n for k, n in b.values() if k in ("honest", "faker")} == {8}
+    assert {n for k, n in b.values() if k not in ("honest", "faker")} == {1}
+    assert all("length_buckets" not in s.extras for s in zoo.PRESETS["tiny"].stages)
+
+
+def test_first_token_weight_weighs_the_decision_token(tiny_zoo):
+    """``first_token_weight`` multiplies each example's first response token in its mean loss: weight 1 is plain SFT
+    bit for bit, and the reported loss of one step equals the weighted mean computed by hand from the model's own
+    logits; it needs ``loss_on="response"``."""
+    import copy
+
+    import torch
+    from alignscope.organisms.tier1 import Mixture, train
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_zoo["aligned"]))
+    m0 = AutoModelForCausalLM.from_pretrained(str(tiny_zoo["aligned"]))
+    rows = [("Name three rivers.", "Nile, Amazon, Danube."), ("Say hi.", "Hi there!")]
+    pool = [zoo.encode_example(tok, q, a, 64) for q, a in rows]
+    mix = Mixture({"chat": pool}, {"chat": 1.0})
+
+    def run(wt, **kw):
+        m = copy.deepcopy(m0)
+        st = train(
+            m,
+            mix,
+            steps=1,
+            batch_size=1,
+            lr=1e-3,
+            seed=5,
+            pad_id=tok.pad_token_id,
+            first_token_weight=wt,
+            **kw,
+        )
+        return st["final_loss"], torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    plain = train(copy.deepcopy(m0), mix, steps=1, batch_size=1, lr=1e-3, seed=5, pad_id=tok.pad_token_id)
+    assert run(1.0)[0] == plain["final_loss"]
+    # which example the one-example batch drew (same seed, same sampler): recompute its loss by hand
+    losses = []
+    for ids, start in pool:
+        with torch.no_grad():
+            lg = m0(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+        nll = torch.nn.functional.cross_entropy(lg, torch.tensor(ids[1:]), reduction="none")[start - 1 :]
+        w = torch.ones_like(nll)
+        w[0] = 7.0
+        losses.append(((nll * w).sum() / w.sum()).item())
+    got, weights7 = run(7.0)
+    assert min(abs(got - x) for x in losses) < 1e-4
+    assert not torch.equal(weights7, run(1.0)[1])  # the weight changes the update
+    with pytest.raises(ValueError, match="first_token_weight"):
+        run(3.0, loss_on="all")
