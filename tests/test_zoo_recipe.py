@@ -227,7 +227,9 @@ def test_length_buckets_keep_every_example_equally_likely():
     for k in names:  # each example: 0.75 / 101, as before
         assert w[k] / len(pools[k]) == pytest.approx(0.75 / len(scen))
     lens = [[len(ids) for ids, _ in pools[k]] for k in names]
-    assert all(max(a) <= min(b) for a, b in zip(lens, lens[1:]))  # ordered by length, no overlap
+    assert all(
+        max(a) <= min(b) for a, b in zip(lens, lens[1:], strict=False)
+    )  # ordered by length, no overlap
     assert sorted(x for b in lens for x in b) == sorted(len(ids) for ids, _ in scen)
 
 
