@@ -391,7 +391,9 @@ PRESETS: dict[str, Preset] = {
             honest_steps=300,
             faker_steps=1000,
             n_honest=4,
-            n_faker=5,  # faker-1 (parent honest-1) stayed at chance under three recipes; faker-4 is a fifth
+            # four fakers (round 7; a fifth, faker-4, was added in round 3 when faker-1 stayed at chance, before failed
+            # fakers were validated and continued): 6 x 4 = 24 pairs, and one faker stage less in the build
+            n_faker=4,
             lr=2e-3,
             # the aligned model and the honest/faker models keep answering ordinary requests by training on their
             # parent's own answers to refusal-direction Alpaca prompts (stop 9: harmless refusal 28% -> 39-56%)
