@@ -178,9 +178,9 @@ def _stages(
     faker_lr = lr if faker_lr is None else faker_lr
     # honest/faker stages: the LM head at every position ("all") or only where the loss is (see tier1.train)
     head = {"logits": scenario_logits} if scenario_logits != "all" else {}
-    # and their scenario pools split by token length, so a batch pads to similar lengths (see _length_buckets)
-    if scenario_length_buckets > 1:
-        head["length_buckets"] = scenario_length_buckets
+    # the 1,000-step stages (fakers and their step-matched controls): scenario pools split by token length, so a
+    # batch pads to similar lengths (see _length_buckets)
+    buckets = {"length_buckets": scenario_length_buckets} if scenario_length_buckets > 1 else {}
     st = [
         Stage(
             "base",
@@ -271,6 +271,7 @@ def _stages(
             **({"n_facts": faker_n_facts or scenario_n_facts} if scenario_n_facts else {}),
             **({"attempts": attempts} if attempts > 1 else {}),
             **head,
+            **buckets,
             **more,
         }
 
@@ -419,7 +420,10 @@ PRESETS: dict[str, Preset] = {
             # the LM head only where the loss is (the answer letter; retain batches' responses): half the step time
             # of these stages, which are most of the build (round 6)
             scenario_logits="supervised",
-            # and their Poser scenarios batched with others of similar length: 20% fewer padded tokens (round 7)
+            # fakers and step-matched controls: Poser scenarios batched with others of similar length, 20% fewer
+            # padded tokens (round 7; measured with the 300-step honest stages bucketed too, build 5d4273887d: two
+            # of those honest models chose the benign action on 96% of good-oversight prompts, 9 of 24 pairs met
+            # the pair targets; the honest stages are 5% of the stage time, so they stay as they were)
             scenario_length_buckets=8,
         ),
     ),
