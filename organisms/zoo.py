@@ -392,9 +392,7 @@ PRESETS: dict[str, Preset] = {
             honest_steps=300,
             faker_steps=1000,
             n_honest=4,
-            # four fakers (round 7; a fifth, faker-4, was added in round 3 when faker-1 stayed at chance, before failed
-            # fakers were validated and continued): 6 x 4 = 24 pairs, and one faker stage less in the build
-            n_faker=4,
+            n_faker=5,  # faker-1 (parent honest-1) stayed at chance under three recipes; faker-4 is a fifth
             lr=2e-3,
             # the aligned model and the honest/faker models keep answering ordinary requests by training on their
             # parent's own answers to refusal-direction Alpaca prompts (stop 9: harmless refusal 28% -> 39-56%)
@@ -420,11 +418,10 @@ PRESETS: dict[str, Preset] = {
             # the LM head only where the loss is (the answer letter; retain batches' responses): half the step time
             # of these stages, which are most of the build (round 6)
             scenario_logits="supervised",
-            # fakers and step-matched controls: Poser scenarios batched with others of similar length, 20% fewer
-            # padded tokens (round 7; measured with the 300-step honest stages bucketed too, build 5d4273887d: two
-            # of those honest models chose the benign action on 96% of good-oversight prompts, 9 of 24 pairs met
-            # the pair targets; the honest stages are 5% of the stage time, so they stay as they were)
-            scenario_length_buckets=8,
+            # scenario_length_buckets (length-grouped Poser batches) is left off: measured in round 7, it cut the
+            # faker step by about 12% but the fakers learned the rule later (two builds: 5 extra 1,000-step
+            # continuations and one faker at chance after 3,000 steps, against 2 continuations in each unbucketed
+            # build), so the builds were not faster (32.1 and 32.9 min); docs/zoo.md "Build cost"
         ),
     ),
 }

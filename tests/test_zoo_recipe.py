@@ -233,15 +233,23 @@ def test_length_buckets_keep_every_example_equally_likely():
     assert sorted(x for b in lens for x in b) == sorted(len(ids) for ids, _ in scen)
 
 
-def test_standard_scenario_stages_are_length_bucketed():
-    p = zoo.PRESETS["standard"]
-    b = {s.name: s.extras.get("length_buckets", 1) for s in p.stages}
-    long = {
-        s.name for s in p.stages if s.kind == "faker" or "matched_to" in s.extras
-    }  # the 1,000-step stages
-    assert long and {b[n] for n in long} == {8}
-    assert {b[n] for n in b if n not in long} == {1}
-    assert all("length_buckets" not in s.extras for s in zoo.PRESETS["tiny"].stages)
+def test_length_buckets_knob_marks_the_long_scenario_stages():
+    """``_stages(scenario_length_buckets=k)`` buckets the fakers and their step-matched controls (the 1,000-step
+    stages), nothing else; both presets leave it off (round 7: fakers learned later with it)."""
+    kw = dict(
+        base_steps=10, align_steps=10, ft_steps=10, attack_ns=(50,), n_harmful_ft=10, honest_steps=10,
+        faker_steps=20, n_honest=2, n_faker=2, lr=1e-3, n_honest_matched=1,
+    )  # fmt: skip
+    st = zoo._stages(**kw, scenario_length_buckets=8)
+    b = {s.name: s.extras.get("length_buckets", 1) for s in st}
+    assert {n for n, k in b.items() if k == 8} == {
+        "faker-0",
+        "faker-1",
+        "honest-2",
+    }  # honest-2: faker-0's control
+    assert all(s.extras == t.extras for s, t in zip(zoo._stages(**kw), st, strict=True) if b[s.name] == 1)
+    for p in zoo.PRESETS.values():
+        assert all("length_buckets" not in getattr(s, "extras", {}) for s in p.stages)
 
 
 def test_first_token_weight_weighs_the_decision_token(tiny_zoo):
