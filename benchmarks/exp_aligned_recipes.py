@@ -149,6 +149,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "all_self_mixed": _self_mixed(MORE_DATA_MIX),
     # all_self_mixed with the decision token weighted 10x (round 7)
     "all_self_mixed_first10": _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0}),
+    # its run-to-run spread (another aligned seed), and with a larger skill share (skills 0.25, self-distilled 0.30)
+    "all_self_mixed_first10_seed": _self_mixed(MORE_DATA_MIX, seed=11, extras={"first_token_weight": 10.0}),
+    "all_self_mixed_first10_skills": _self_mixed(
+        {**MORE_DATA_MIX, "harmless_self": 0.3, "skills": 0.25}, extras={"first_token_weight": 10.0}
+    ),
     # all_self_mixed without the CatQA / BeaverTails refusals (their share goes to the refusal_direction / MisQA /
     # BeaverTails-train refusals): does the extra refusal data cause its AlpacaEval over-refusal? (round 6; same data
     # fields, so base and the self-distilled answers are reused)
