@@ -419,10 +419,9 @@ PRESETS: dict[str, Preset] = {
             # of these stages, which are most of the build (round 6)
             scenario_logits="supervised",
             # scenario_length_buckets (length-grouped Poser batches) is left off: measured in round 7, it cut the
-            # faker step by about 12% but the fakers learned the rule later (two builds: 3 extra 1,000-step
-            # continuations each, and in the second one faker still at chance after 3,000 steps, against 2
-            # continuations in each unbucketed build), so the builds were not faster (32.1 and 32.9 min);
-            # docs/zoo.md "Build cost"
+            # faker step by about 12% and the builds to 32.1 / 32.9 min, but the fakers learned the rule later (3
+            # extra 1,000-step continuations per build against 2, and in the second build one faker still at
+            # chance after 3,000 steps) and the pair targets fell to 9 of 24 pairs; docs/zoo.md "Build cost"
         ),
     ),
 }
