@@ -151,6 +151,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "all_self_mixed_first10": _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0}),
     # its run-to-run spread (another aligned seed), and with a larger skill share (skills 0.25, self-distilled 0.30)
     "all_self_mixed_first10_seed": _self_mixed(MORE_DATA_MIX, seed=11, extras={"first_token_weight": 10.0}),
+    "all_self_mixed_first10_seed12": _self_mixed(MORE_DATA_MIX, seed=12, extras={"first_token_weight": 10.0}),
     "all_self_mixed_first10_skills": _self_mixed(
         {**MORE_DATA_MIX, "harmless_self": 0.3, "skills": 0.25}, extras={"first_token_weight": 10.0}
     ),
