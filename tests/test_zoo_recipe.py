@@ -120,6 +120,17 @@ def test_retain_stages_answer_the_first_prompts_in_their_own_cache(tiny_zoo, tmp
     assert (root / "_self_answers" / "aligned.json").exists()
 
 
+def _chat_setup(tiny_zoo, rows):
+    """The tiny ``aligned`` organism, its tokenizer, and ``rows`` as a one-pool training mixture."""
+    from alignscope.organisms.tier1 import Mixture
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_zoo["aligned"]))
+    m0 = AutoModelForCausalLM.from_pretrained(str(tiny_zoo["aligned"]))
+    pool = [zoo.encode_example(tok, q, a, 64) for q, a in rows]
+    return tok, m0, pool, Mixture({"chat": pool}, {"chat": 1.0})
+
+
 @pytest.mark.parametrize("loss_on", ["response", "all"])
 def test_supervised_head_trains_the_same_objective(tiny_zoo, loss_on):
     """``logits="supervised"`` (the LM head only where the loss is) is the same objective as the full head: same
@@ -128,14 +139,10 @@ def test_supervised_head_trains_the_same_objective(tiny_zoo, loss_on):
     import copy
 
     import torch
-    from alignscope.organisms.tier1 import Mixture, train
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from alignscope.organisms.tier1 import train
 
-    tok = AutoTokenizer.from_pretrained(str(tiny_zoo["aligned"]))
-    m0 = AutoModelForCausalLM.from_pretrained(str(tiny_zoo["aligned"]))
     rows = [("Name three rivers.", "Nile, Amazon, Danube."), ("What is 2 + 3?", "5"), ("Say hi.", "Hi!")] * 4
-    pool = [zoo.encode_example(tok, q, a, 64) for q, a in rows]
-    mix = Mixture({"chat": pool}, {"chat": 1.0})
+    tok, m0, _, mix = _chat_setup(tiny_zoo, rows)
     out = {}
     for head in ("all", "supervised"):
         m = copy.deepcopy(m0)
@@ -259,14 +266,11 @@ def test_first_token_weight_weighs_the_decision_token(tiny_zoo):
     import copy
 
     import torch
-    from alignscope.organisms.tier1 import Mixture, train
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from alignscope.organisms.tier1 import train
 
-    tok = AutoTokenizer.from_pretrained(str(tiny_zoo["aligned"]))
-    m0 = AutoModelForCausalLM.from_pretrained(str(tiny_zoo["aligned"]))
-    rows = [("Name three rivers.", "Nile, Amazon, Danube."), ("Say hi.", "Hi there!")]
-    pool = [zoo.encode_example(tok, q, a, 64) for q, a in rows]
-    mix = Mixture({"chat": pool}, {"chat": 1.0})
+    tok, m0, pool, mix = _chat_setup(
+        tiny_zoo, [("Name three rivers.", "Nile, Amazon, Danube."), ("Say hi.", "Hi there!")]
+    )
 
     def run(wt, **kw):
         m = copy.deepcopy(m0)
@@ -283,19 +287,23 @@ def test_first_token_weight_weighs_the_decision_token(tiny_zoo):
         )
         return st["final_loss"], torch.cat([p.detach().flatten() for p in m.parameters()])
 
-    plain = train(copy.deepcopy(m0), mix, steps=1, batch_size=1, lr=1e-3, seed=5, pad_id=tok.pad_token_id)
-    assert run(1.0)[0] == plain["final_loss"]
-    # which example the one-example batch drew (same seed, same sampler): recompute its loss by hand
-    losses = []
-    for ids, start in pool:
-        with torch.no_grad():
-            lg = m0(input_ids=torch.tensor([ids])).logits[0, :-1].float()
-        nll = torch.nn.functional.cross_entropy(lg, torch.tensor(ids[1:]), reduction="none")[start - 1 :]
-        w = torch.ones_like(nll)
-        w[0] = 7.0
-        losses.append(((nll * w).sum() / w.sum()).item())
-    got, weights7 = run(7.0)
-    assert min(abs(got - x) for x in losses) < 1e-4
-    assert not torch.equal(weights7, run(1.0)[1])  # the weight changes the update
+    def by_hand(wt):  # each example's weighted mean response loss under the untrained weights
+        out = []
+        for ids, start in pool:
+            with torch.no_grad():
+                lg = m0(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+            nll = torch.nn.functional.cross_entropy(lg, torch.tensor(ids[1:]), reduction="none")[start - 1 :]
+            w = torch.ones_like(nll)
+            w[0] = wt
+            out.append(((nll * w).sum() / w.sum()).item())
+        return out
+
+    # the one-example batch draws the same example for both weights (same seed, same sampler)
+    (got1, w1), (got7, w7) = run(1.0), run(7.0)
+    hand1, hand7 = by_hand(1.0), by_hand(7.0)
+    k = min(range(len(pool)), key=lambda i: abs(got1 - hand1[i]))
+    assert got1 == pytest.approx(hand1[k], abs=1e-4)
+    assert got7 == pytest.approx(hand7[k], abs=1e-4) and abs(hand7[k] - hand1[k]) > 1e-3
+    assert not torch.equal(w7, w1)  # the weight changes the update
     with pytest.raises(ValueError, match="first_token_weight"):
         run(3.0, loss_on="all")
