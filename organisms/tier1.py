@@ -200,19 +200,20 @@ def train(
         x = torch.full((batch_size, T), pad_id, dtype=torch.long)
         y = torch.full((batch_size, T), -100, dtype=torch.long)
         m = torch.zeros((batch_size, T), dtype=torch.long)
+        first = []  # (row, target index) of each example's first response token
         for i, (ids, start) in enumerate(batch):
             t = torch.tensor(ids)
             x[i, : len(ids)] = t
             m[i, : len(ids)] = 1
             s = 1 if loss_on == "all" else start
             y[i, s : len(ids)] = t[s:]
+            if start < len(ids):
+                first.append((i, start - 1))
         tgt = y[:, 1:]
         keep = tgt != -100
         valid = keep.float()
-        if first_token_weight != 1.0:  # the answer-or-refuse token of every example
-            for i, (ids, start) in enumerate(batch):
-                if start < len(ids):
-                    valid[i, start - 1] = first_token_weight
+        if first_token_weight != 1.0 and first:  # the answer-or-refuse token of every example
+            valid[tuple(torch.tensor(first).T)] = first_token_weight
         if logits == "supervised":  # the head only where the loss is
             h = model.get_decoder()(input_ids=x, attention_mask=m).last_hidden_state[:, :-1]
             nll_k = torch.nn.functional.cross_entropy(

@@ -193,13 +193,10 @@ def test_thread_count_does_not_change_training(tiny_zoo):
     import hashlib
 
     import torch
-    from alignscope.organisms.tier1 import Mixture, train
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from alignscope.organisms.tier1 import train
 
-    tok = AutoTokenizer.from_pretrained(str(tiny_zoo["aligned"]))
-    m0 = AutoModelForCausalLM.from_pretrained(str(tiny_zoo["aligned"]))
     rows = [(f"Write {k} words about rivers, please.", " ".join(["water"] * (3 + k))) for k in range(24)]
-    mix = Mixture({"chat": [zoo.encode_example(tok, q, a, 64) for q, a in rows]}, {"chat": 1.0})
+    tok, m0, _, mix = _chat_setup(tiny_zoo, rows)
     before = torch.get_num_threads()
     try:
         for head in ("all", "supervised"):
@@ -234,9 +231,8 @@ def test_length_buckets_keep_every_example_equally_likely():
     for k in names:  # each example: 0.75 / 101, as before
         assert w[k] / len(pools[k]) == pytest.approx(0.75 / len(scen))
     lens = [[len(ids) for ids, _ in pools[k]] for k in names]
-    assert all(
-        max(a) <= min(b) for a, b in zip(lens, lens[1:], strict=False)
-    )  # ordered by length, no overlap
+    ordered = all(max(a) <= min(b) for a, b in zip(lens, lens[1:], strict=False))
+    assert ordered  # by length, no overlap between buckets
     assert sorted(x for b in lens for x in b) == sorted(len(ids) for ids, _ in scen)
 
 
@@ -249,20 +245,17 @@ def test_length_buckets_knob_marks_the_long_scenario_stages():
     )  # fmt: skip
     st = zoo._stages(**kw, scenario_length_buckets=8)
     b = {s.name: s.extras.get("length_buckets", 1) for s in st}
-    assert {n for n, k in b.items() if k == 8} == {
-        "faker-0",
-        "faker-1",
-        "honest-2",
-    }  # honest-2: faker-0's control
+    long_stages = {"faker-0", "faker-1", "honest-2"}  # honest-2: faker-0's step-matched control
+    assert {n for n, k in b.items() if k == 8} == long_stages
     assert all(s.extras == t.extras for s, t in zip(zoo._stages(**kw), st, strict=True) if b[s.name] == 1)
     for p in zoo.PRESETS.values():
         assert all("length_buckets" not in getattr(s, "extras", {}) for s in p.stages)
 
 
 def test_first_token_weight_weighs_the_decision_token(tiny_zoo):
-    """``first_token_weight`` multiplies each example's first response token in its mean loss: weight 1 is plain SFT
-    bit for bit, and the reported loss of one step equals the weighted mean computed by hand from the model's own
-    logits; it needs ``loss_on="response"``."""
+    """``first_token_weight`` multiplies each example's first response token in its mean loss: the reported loss of
+    one step equals the weighted mean computed by hand from the model's own logits, at weight 1 (plain SFT) and 7, and
+    the weight changes the update; it needs ``loss_on="response"``."""
     import copy
 
     import torch
