@@ -12,7 +12,7 @@ One JSON per variant in ``benchmarks/results/aligned_recipes/`` (atomic; a re-ru
 ``benchmarks/results/aligned_recipes.md``.
 
 Usage:
-    python benchmarks/exp_aligned_recipes.py [--variants current,more_data,...] [--threads 1]
+    python benchmarks/exp_aligned_recipes.py [--variants current,more_data,...] [--threads 1] [--redo-direction]
 """
 
 from __future__ import annotations
@@ -193,12 +193,22 @@ def variant_preset(name: str):
     return dataclasses.replace(p, stages=stages, **data_fields)
 
 
+def direction_block(d: Path) -> dict:
+    """The refusal-direction experiment on one ``aligned`` (standard settings), as stored in a variant's JSON."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from exp_refusal_direction import run as refusal_direction
+
+    rd = refusal_direction(d, n_train=128, kl_threshold=1.0, prune_layer_frac=0.0)
+    return {
+        k: rd[k]
+        for k in ("harmful_heldout", "harmless_heldout", "harmless_test", "skills", "criteria")
+        if k in rd
+    } | {"site": rd["direction"]["site"], "kl": rd["direction"]["selection"]["kl"]}
+
+
 def run_variant(name: str) -> dict:
     from alignscope.analyses.evaluate import evaluate
     from alignscope.organisms.zoo import build_zoo
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from exp_refusal_direction import run as refusal_direction
 
     p = variant_preset(name)
     t0 = time.time()
@@ -217,7 +227,7 @@ def run_variant(name: str) -> dict:
         }
         for r in df.itertuples()
     }
-    rd = refusal_direction(d, n_train=128, kl_threshold=1.0, prune_layer_frac=0.0)
+    rd = direction_block(d)
     return {
         "variant": name,
         "changes": {"data": VARIANTS[name][0], "stages": VARIANTS[name][1]},
@@ -227,12 +237,7 @@ def run_variant(name: str) -> dict:
         "training": meta["training"],
         "data_sizes": meta.get("data_sizes"),
         "behaviour": behaviour,
-        "refusal_direction": {
-            k: rd[k]
-            for k in ("harmful_heldout", "harmless_heldout", "harmless_test", "skills", "criteria")
-            if k in rd
-        }
-        | {"site": rd["direction"]["site"], "kl": rd["direction"]["selection"]["kl"]},
+        "refusal_direction": rd,
         "seconds": {"build": round(t_build, 1), "total": round(time.time() - t0, 1)},
         "torch_threads": torch.get_num_threads(),
     }
@@ -261,6 +266,31 @@ def summary(rows: list[dict]) -> str:
             f"| {f(rd['harmless_heldout']['actadd_refusal'])} / {f(rd['harmless_heldout']['random_actadd_refusal'])} "
             f"| {f(ht.get('actadd_refusal'))} / {f(ht.get('random_actadd_refusal'))} | `{rd['site']}` |"
         )
+    lines += [
+        "",
+        "Activation-addition diagnostics (`exp_refusal_direction.py`, not the paper's protocol): share of prompts whose "
+        "first greedy token is a refusal token (direction / random vector of the same norm), share of act-add "
+        "completions that repeat one token, and the addition at prompt tokens only (direction / random); "
+        "AlpacaEval held-out, then `harmless_test`.",
+        "",
+        "| variant | `harmless_test` refusal | first token: AlpacaEval | degenerate | prompt only | "
+        "first token: `harmless_test` | degenerate | prompt only |",
+        "|---" * 8 + "|",
+    ]
+    for r in rows:
+        rd = r["refusal_direction"]
+        cells = []
+        for k in ("harmless_heldout", "harmless_test"):
+            x = rd.get(k, {})
+            if "actadd_first_token_refusal" not in x:
+                cells += ["", "", ""]
+                continue
+            cells += [
+                f"{f(x['actadd_first_token_refusal'])} / {f(x['random_actadd_first_token_refusal'])}",
+                f(x["actadd_degenerate"]),
+                f"{f(x['actadd_prompt_only_refusal'])} / {f(x['random_actadd_prompt_only_refusal'])}",
+            ]
+        lines.append(f"| `{r['variant']}` | {b(r, 'harmless_test')} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--redo-direction",
+        action="store_true",
+        help="for finished variants, re-run only the refusal-direction experiment on the cached aligned",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out_dir = RESULTS / "aligned_recipes"
@@ -278,7 +313,13 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown variant {name!r}; variants: {', '.join(VARIANTS)}")
         path = out_dir / f"{name}.json"
         if path.exists():
-            print(f"{name}: done before ({path})", flush=True)
+            if args.redo_direction:
+                res = json.loads(path.read_text())
+                res["refusal_direction"] = direction_block(Path(res["organism"]))
+                atomic_write_json(path, res)
+                print(f"{name}: refusal direction re-run", flush=True)
+            else:
+                print(f"{name}: done before ({path})", flush=True)
             continue
         res = run_variant(name)
         atomic_write_json(path, res)

@@ -10,6 +10,13 @@
    * harmless prompts: refusal rate with the direction added at its layer (``coeff = +1``), and with a
      random vector of the same norm;
    * skills suite: exact-match accuracy without and with ablation.
+4. Diagnostics of activation addition (not the paper's protocol; they explain its numbers on small models):
+   * ``*_first_token_refusal``: share of prompts whose greedy first token is one of the model's refusal tokens
+     (the tokens the selection scored), without and with the addition;
+   * ``actadd_degenerate``: share of act-add completions that repeat one token (e.g. ``"IIII..."``: the refusal
+     opener chosen, then chosen again at every generated position, because the addition also acts there); the
+     substring judge does not count these as refusals;
+   * ``*_prompt_only_refusal``: the same addition applied to the prompt tokens only (generation runs unedited).
 
 Usage:
     python benchmarks/exp_refusal_direction.py [--organism DIR] [--out benchmarks/results/refusal_direction_tiny.json]
@@ -54,6 +61,7 @@ def run(
     from alignscope.hooks.io import sha256_texts
     from alignscope.interventions.steering import ablate, steer
     from alignscope.probes.find import find_direction
+    from alignscope.probes.selection import last_logits
 
     t0 = time.time()
     h = load_model(organism)
@@ -101,6 +109,38 @@ def run(
         comps = generate(h, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         return [bool(judge(c, p)) for c, p in zip(comps, prompts, strict=True)]
 
+    def first_token_refusal(prompts: list[str]) -> list[bool]:
+        ids = set(d.provenance["refusal"]["refusal_tokens"])
+        return [int(t) in ids for t in last_logits(h, prompts, batch_size=batch_size).argmax(-1)]
+
+    def degenerate(comps: list[str]) -> list[bool]:
+        out = []
+        for c in comps:
+            ids = h.tokenizer(c, add_special_tokens=False)["input_ids"]
+            out.append(len(ids) >= 4 and len(set(ids)) == 1)
+        return out
+
+    def actadd_diagnostics(prompts: list[str]) -> dict:
+        """First-token refusal, degenerate repetitions and prompt-only addition (see the module docstring)."""
+        base_ft = first_token_refusal(prompts)
+        with steer(h, d, 1.0, layers=layer):
+            add_ft = first_token_refusal(prompts)
+            comps = generate(h, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        with steer(h, rand_same_norm, 1.0, layers=layer):
+            rnd_ft = first_token_refusal(prompts)
+        with steer(h, d, 1.0, layers=layer, positions="prompt"):
+            add_p = refusal(prompts)
+        with steer(h, rand_same_norm, 1.0, layers=layer, positions="prompt"):
+            rnd_p = refusal(prompts)
+        return {
+            "baseline_first_token_refusal": rate(base_ft),
+            "actadd_first_token_refusal": rate(add_ft),
+            "random_actadd_first_token_refusal": rate(rnd_ft),
+            "actadd_degenerate": rate(degenerate(comps)),
+            "actadd_prompt_only_refusal": rate(add_p),
+            "random_actadd_prompt_only_refusal": rate(rnd_p),
+        }
+
     def skill_acc() -> float:
         comps = generate(
             h, [r["prompt"] for r in skills], max_new_tokens=max_new_tokens, batch_size=batch_size
@@ -110,6 +150,9 @@ def run(
                 [exact_match(_first_line(c), str(r["expected"])) for c, r in zip(comps, skills, strict=True)]
             )
         )
+
+    def rate(x: list[bool]) -> float | None:
+        return float(np.mean(x)) if x else None
 
     g = torch.Generator().manual_seed(seed + 12345)
     rand_unit = torch.randn(d.d, generator=g)
@@ -137,9 +180,8 @@ def run(
             add_alp = refusal(alpaca_test)
         with steer(h, rand_same_norm, 1.0, layers=layer):
             rnd_add_alp = refusal(alpaca_test)
-
-    def rate(x: list[bool]) -> float | None:
-        return float(np.mean(x)) if x else None
+    diag_safe = actadd_diagnostics(safe_test)
+    diag_alp = actadd_diagnostics(alpaca_test) if alpaca_test else {}
 
     out = {
         "organism": str(organism),
@@ -171,6 +213,7 @@ def run(
             "actadd_refusal": rate(add_safe),
             "random_actadd_refusal": rate(rnd_add_safe),
             "ablation_refusal": rate(abl_safe),
+            **diag_safe,
         },
         **(
             {
@@ -179,6 +222,7 @@ def run(
                     "baseline_refusal": rate(base_alp),
                     "actadd_refusal": rate(add_alp),
                     "random_actadd_refusal": rate(rnd_add_alp),
+                    **diag_alp,
                 }
             }
             if alpaca_test
@@ -216,6 +260,8 @@ def run(
             "judge": "substring (papers.md R.b)",
             "actadd": "coeff +1, raw difference of means, resid_pre of the selected layer, all positions",
             "ablation": "every layer: resid_pre, attn_out, mlp_out, all positions (interventions.ablate)",
+            "actadd_diagnostics": "first greedy token in the selected refusal tokens; completions of one repeated "
+            "token; the addition at prompt tokens only (not the paper's protocol)",
         },
         "provenance": {
             **h.provenance(),
