@@ -1198,32 +1198,16 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def _build_stage(
-    p: Preset,
-    s: Stage,
-    data: dict,
-    tok,
-    root: Path,
-    report: _Progress,
-    *,
-    attempt: int = 0,
-    dest: Path | None = None,
-    init_from: Path | None = None,
-    key_tag: int | str | None = None,
-) -> None:
-    """Train one stage from its parent (or from ``init_from``: a continued attempt) and write it to ``dest``
-    (default ``root / s.name``)."""
-    from transformers import AutoModelForCausalLM
+def stage_mixture(
+    p: Preset, s: Stage, data: dict, tok, root: Path, report: _Progress, attempt: int = 0
+) -> tuple[dict, dict, dict, dict, list[dict] | None]:
+    """The training data of stage ``s``: ``(pools_txt, pools, weights, mixture, task_train)``.
 
-    shift = ATTEMPT_SEED_STRIDE * attempt
-    torch.manual_seed(s.seed + shift)
-    if s.parent is None:
-        model = make_llama(
-            tok, d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads, max_len=1024, seed=p.seed + s.seed
-        )
-    else:
-        src = root / s.parent if init_from is None else Path(init_from)
-        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+    ``pools_txt`` maps pool name to ``(prompt, answer)`` texts, ``pools`` to encoded examples, ``weights`` are the
+    sampling weights after any length bucketing, ``mixture`` the stage's weights as configured, ``task_train`` the
+    downstream data set of fine-tuned entries (else None). Used by :func:`_build_stage` and by experiments that
+    train a stage under other settings (``benchmarks/exp_faker_curve.py``).
+    """
     pools_txt: dict[str, list[tuple[str, str]]] = {}
     for k in ("harmful_refuse", "harmful_refuse_extra", "harmful_comply", "harmless", "skills"):
         if s.weights.get(k):
@@ -1263,6 +1247,36 @@ def _build_stage(
     mixture = dict(weights)
     if s.extras.get("length_buckets", 1) > 1:
         pools, weights = _length_buckets(pools, weights, int(s.extras["length_buckets"]))
+    return pools_txt, pools, weights, mixture, task_train
+
+
+def _build_stage(
+    p: Preset,
+    s: Stage,
+    data: dict,
+    tok,
+    root: Path,
+    report: _Progress,
+    *,
+    attempt: int = 0,
+    dest: Path | None = None,
+    init_from: Path | None = None,
+    key_tag: int | str | None = None,
+) -> None:
+    """Train one stage from its parent (or from ``init_from``: a continued attempt) and write it to ``dest``
+    (default ``root / s.name``)."""
+    from transformers import AutoModelForCausalLM
+
+    shift = ATTEMPT_SEED_STRIDE * attempt
+    torch.manual_seed(s.seed + shift)
+    if s.parent is None:
+        model = make_llama(
+            tok, d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads, max_len=1024, seed=p.seed + s.seed
+        )
+    else:
+        src = root / s.parent if init_from is None else Path(init_from)
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+    pools_txt, pools, weights, mixture, task_train = stage_mixture(p, s, data, tok, root, report, attempt)
     bar = report.task(s.name, s.steps)
     bs = p.scenario_batch_size if (s.kind in ("honest", "faker") and p.scenario_batch_size) else p.batch_size
     stats = train(
