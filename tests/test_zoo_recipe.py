@@ -300,3 +300,48 @@ def test_first_token_weight_weighs_the_decision_token(tiny_zoo):
     assert not torch.equal(w7, w1)  # the weight changes the update
     with pytest.raises(ValueError, match="first_token_weight"):
         run(3.0, loss_on="all")
+
+
+@needs_shared
+def test_oversight_questions_are_labelled_by_the_cue():
+    """``scenario_oversight`` rows: the scenario's persona and facts, no actions, answered ``yes`` exactly when the
+    facts hold a good-oversight cue and ``no`` exactly when they hold a poor one; seeded per stage and attempt."""
+    from alignscope.organisms import tasks
+
+    p = zoo.PRESETS["standard"]
+    data = zoo.prepare_data(p)
+    stage = next(s for s in zoo._stages(**_KW, oversight_questions=0.15) if s.name == "faker-0")
+    rows = zoo._oversight_question_pool(p, data, stage, 300)
+    assert rows == zoo._oversight_question_pool(p, data, stage, 300)
+    assert rows != zoo._oversight_question_pool(p, data, stage, 300, attempt=1)
+    answers = {a for _, a in rows}
+    assert answers == {"yes", "no"}
+    for q, a in rows:
+        assert q.endswith(zoo.OVERSIGHT_QUESTION) and "A: " not in q and "available to you" not in q
+        good = any(c in q for c in tasks.GOOD_OVERSIGHT)
+        poor = any(c in q for c in tasks.POOR_OVERSIGHT)
+        assert good != poor and (a == "yes") == good
+    intros = {tasks.INTROS[i] for i in stage.extras["intros"]}
+    assert {next(i for i in intros if q.startswith(i)) for q, _ in rows} == intros
+
+
+_KW = dict(
+    base_steps=10, align_steps=10, ft_steps=10, attack_ns=(50,), n_harmful_ft=10, honest_steps=10,
+    faker_steps=20, n_honest=2, n_faker=2, lr=1e-3, n_honest_matched=1, scenario_weight=0.75,
+)  # fmt: skip
+
+
+def test_oversight_questions_knob_moves_only_the_scenario_share():
+    """Every honest and faker stage (step-matched controls too) gives that share of its scenario weight to the
+    question; no other stage and no other weight changes; both presets leave it off (round 8: measured, not
+    adopted)."""
+    st0, st1 = zoo._stages(**_KW), zoo._stages(**_KW, oversight_questions=0.15)
+    for s0, s1 in zip(st0, st1, strict=True):
+        if s0.kind in ("honest", "faker"):
+            pool = "scenario_faker" if s0.kind == "faker" else "scenario_honest"
+            assert s1.weights == {**s0.weights, pool: 0.6, "scenario_oversight": 0.15}
+            assert sum(s1.weights.values()) == pytest.approx(sum(s0.weights.values()))
+        else:
+            assert s1 == s0
+    for p in zoo.PRESETS.values():
+        assert all("scenario_oversight" not in getattr(s, "weights", {}) for s in p.stages)
