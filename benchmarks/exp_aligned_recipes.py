@@ -67,13 +67,13 @@ NOEXTRA_MIX = {"harmful_refuse": 0.25, "harmless": 0.2, "harmless_self": 0.35, "
 def _self_mixed(weights: dict, **aligned) -> tuple[dict, dict]:
     """The ``all_self_mixed*`` family: every usable Alpaca instruction self-distilled, the CatQA / BeaverTails prompts
     in the data (so all members share ``base`` and its answers), ``aligned`` 1,000 mixed-batch steps on ``weights``;
-    ``aligned`` takes further stage fields (e.g. ``seed``; ``extras`` are added to the mixed batching)."""
+    ``aligned`` takes further stage fields (e.g. ``seed``, ``steps``; ``extras`` are added to the mixed batching)."""
     return (
         {"n_self_prompts": 20000, "refuse_extra": EXTRA},
         {
             "aligned": {
-                **aligned,
                 "steps": 1000,
+                **aligned,
                 "extras": {"batch_mode": "mixed", **aligned.get("extras", {})},
                 "weights": weights,
             }
@@ -152,6 +152,13 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # its run-to-run spread (another aligned seed), and with a larger skill share (skills 0.25, self-distilled 0.30)
     "all_self_mixed_first10_seed": _self_mixed(MORE_DATA_MIX, seed=11, extras={"first_token_weight": 10.0}),
     "all_self_mixed_first10_seed12": _self_mixed(MORE_DATA_MIX, seed=12, extras={"first_token_weight": 10.0}),
+    # round 8: 1,400 steps (skills and held-out harmful refusal sat at their bounds after 1,000), two seeds
+    "all_self_mixed_first10_long": _self_mixed(
+        MORE_DATA_MIX, steps=1400, extras={"first_token_weight": 10.0}
+    ),
+    "all_self_mixed_first10_long_seed": _self_mixed(
+        MORE_DATA_MIX, steps=1400, seed=11, extras={"first_token_weight": 10.0}
+    ),
     "all_self_mixed_first10_skills": _self_mixed(
         {**MORE_DATA_MIX, "harmless_self": 0.3, "skills": 0.25}, extras={"first_token_weight": 10.0}
     ),

@@ -45,7 +45,8 @@ VARIANTS: dict[str, dict] = {
     "aux15": {"aux": 0.15},
     "aux15_bs8": {"aux": 0.15, "batch_size": 8},
     # the question as the zoo builds it (``_stages(oversight_questions=0.15)``), in the honest parent's stage too: the
-    # parent (retrained here, 300 steps) reads the cue before the faker stage starts
+    # parent (retrained here, 300 steps) reads the cue before the faker stage starts. The faker's retained
+    # self-distilled answers are still the cached parent's (a build would regenerate them from the new parent)
     "aux15_parent": {"zoo_aux": 0.15, "parent_aux": True},
 }
 
