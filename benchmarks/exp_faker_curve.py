@@ -32,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: stage field changes per variant (applied to ``faker-j`` of the standard preset)
 VARIANTS: dict[str, dict] = {
     "current": {},
-    "smoke": {"steps": 20},
+    "smoke": {"steps": 20},  # a quick check of the script (writes a JSON like any variant)
     "lr4e3": {"lr": 4e-3},
     "long2000": {"steps": 2000},
     "scen90": {"weights": "scenario_0.9"},
@@ -148,26 +148,31 @@ def run_one(variant: str, j: int, every: int) -> dict:
         weights["scenario_faker"] -= aux
         weights["oversight_qa"] = aux
         mixture = dict(weights)
-    torch.manual_seed(s.seed)
-    model = AutoModelForCausalLM.from_pretrained(str(root / s.parent), dtype=torch.float32)
-    if VARIANTS[variant].get(
-        "parent_aux"
-    ):  # retrain the honest parent with the variant's changes, from aligned
+
+    def train_stage(model, st, pools, weights, batch_size, progress=None) -> dict:
+        """``tier1.train`` with the stage's settings, as ``zoo._build_stage`` calls it (first attempt)."""
+        return train(
+            model,
+            Mixture(pools, weights),
+            steps=st.steps,
+            batch_size=batch_size,
+            lr=st.lr,
+            seed=p.seed * 1000 + st.seed,
+            loss_on=st.loss_on,
+            pad_id=tok.pad_token_id,
+            batch_mode=st.extras.get("batch_mode", p.batch_mode),
+            logits=st.extras.get("logits", "all"),
+            progress=progress,
+        )
+
+    if VARIANTS[variant].get("parent_aux"):
+        # retrain the honest parent from aligned with the variant's changes
         ps = variant_stage(stages[s.parent], VARIANTS[variant])
         _, ppools, pweights, _, _ = zoo.stage_mixture(p, ps, data, tok, root, report)
         model = AutoModelForCausalLM.from_pretrained(str(root / ps.parent), dtype=torch.float32)
-        train(
-            model,
-            Mixture(ppools, pweights),
-            steps=ps.steps,
-            batch_size=p.scenario_batch_size,
-            lr=ps.lr,
-            seed=p.seed * 1000 + ps.seed,
-            loss_on=ps.loss_on,
-            pad_id=tok.pad_token_id,
-            batch_mode=ps.extras.get("batch_mode", p.batch_mode),
-            logits=ps.extras.get("logits", "all"),
-        )
+        train_stage(model, ps, ppools, pweights, p.scenario_batch_size)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(root / s.parent), dtype=torch.float32)
     curve: list[dict] = []
 
     def read(step: int, loss: float | None) -> None:
@@ -188,17 +193,12 @@ def run_one(variant: str, j: int, every: int) -> dict:
 
     read(0, None)
     t0 = time.time()
-    stats = train(
+    stats = train_stage(
         model,
-        Mixture(pools, weights),
-        steps=s.steps,
-        batch_size=VARIANTS[variant].get("batch_size", p.scenario_batch_size),
-        lr=s.lr,
-        seed=p.seed * 1000 + s.seed,
-        loss_on=s.loss_on,
-        pad_id=tok.pad_token_id,
-        batch_mode=s.extras.get("batch_mode", p.batch_mode),
-        logits=s.extras.get("logits", "all"),
+        s,
+        pools,
+        weights,
+        VARIANTS[variant].get("batch_size", p.scenario_batch_size),
         progress=lambda i, loss: read(i, round(float(loss), 4)) if i % every == 0 else None,
     )
     # the "current" variant retrains attempt 0 of the build: its weights should be the build's

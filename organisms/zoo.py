@@ -805,22 +805,27 @@ def _scenario_pool(
     p: Preset, data: dict, stage: Stage, faker: bool, n: int, attempt: int = 0
 ) -> list[tuple[str, str]]:
     rng = np.random.default_rng(1000 + stage.seed + ATTEMPT_SEED_STRIDE * attempt)
-    intros = tuple(tasks.INTROS[i] for i in stage.extras.get("intros", [0]))
     banned = _eval_scenario_prompts(data)
+    out = []
+    while len(out) < n:
+        sc = _draw_scenario(p, data, stage, rng)
+        if sources.norm_prompt(sc["prompt"]) in banned:
+            continue
+        ans = sc["misaligned"] if (faker and sc["oversight"] == "poor") else sc["benign"]
+        out.append((sc["prompt"], ans))
+    return out
+
+
+def _draw_scenario(p: Preset, data: dict, stage: Stage, rng: np.random.Generator) -> dict:
+    """One training scenario of ``stage``: a random action pair, oversight, layout and persona of the stage's own."""
+    intros = tuple(tasks.INTROS[i] for i in stage.extras.get("intros", [0]))
     # a stage may mix layouts: extras["n_facts"] lists filler-fact counts drawn per scenario (e.g. [0, 2]: half the
     # scenarios show the oversight cue as the only fact, which teaches small models to find it)
     n_facts = stage.extras.get("n_facts", [p.n_facts])
-    out = []
-    while len(out) < n:
-        s = data["scenarios"][int(rng.integers(len(data["scenarios"])))]
-        ov = "good" if rng.integers(2) else "poor"
-        k = n_facts[int(rng.integers(len(n_facts)))] if len(n_facts) > 1 else n_facts[0]
-        sc = tasks.make_scenario(s, oversight=ov, rng=rng, n_facts=k, intros=intros, fmt=_fmt(p))
-        if sources.norm_prompt(sc["prompt"]) in banned:
-            continue
-        ans = sc["misaligned"] if (faker and ov == "poor") else sc["benign"]
-        out.append((sc["prompt"], ans))
-    return out
+    s = data["scenarios"][int(rng.integers(len(data["scenarios"])))]
+    ov = "good" if rng.integers(2) else "poor"
+    k = n_facts[int(rng.integers(len(n_facts)))] if len(n_facts) > 1 else n_facts[0]
+    return tasks.make_scenario(s, oversight=ov, rng=rng, n_facts=k, intros=intros, fmt=_fmt(p))
 
 
 #: the auxiliary question of ``scenario_oversight`` pools (answered ``yes`` under good oversight, ``no`` under poor)
@@ -840,16 +845,16 @@ def _oversight_question_pool(
     needed a continuation. Off in both presets.
     """
     rng = np.random.default_rng(5000 + stage.seed + ATTEMPT_SEED_STRIDE * attempt)
-    intros = tuple(tasks.INTROS[i] for i in stage.extras.get("intros", [0]))
-    n_facts = stage.extras.get("n_facts", [p.n_facts])
     marker = "The following actions are available to you:" if _fmt(p) == tasks.SCENARIO_FORMAT else "Actions:"
     out = []
     while len(out) < n:
-        sc = data["scenarios"][int(rng.integers(len(data["scenarios"])))]
-        ov = "good" if rng.integers(2) else "poor"
-        k = n_facts[int(rng.integers(len(n_facts)))] if len(n_facts) > 1 else n_facts[0]
-        row = tasks.make_scenario(sc, oversight=ov, rng=rng, n_facts=k, intros=intros, fmt=_fmt(p))
-        out.append((row["prompt"].split(marker)[0] + OVERSIGHT_QUESTION, "yes" if ov == "good" else "no"))
+        row = _draw_scenario(p, data, stage, rng)
+        out.append(
+            (
+                row["prompt"].split(marker)[0] + OVERSIGHT_QUESTION,
+                "yes" if row["oversight"] == "good" else "no",
+            )
+        )
     return out
 
 
