@@ -105,8 +105,11 @@ def run(
     )
     skills = load_rows(organism / ev["skills"])[:skills_limit]
 
-    def refusal(prompts: list[str]) -> list[bool]:
-        comps = generate(h, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    def complete(prompts: list[str]) -> list[str]:
+        return generate(h, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+    def refusal(prompts: list[str], comps: list[str] | None = None) -> list[bool]:
+        comps = complete(prompts) if comps is None else comps
         return [bool(judge(c, p)) for c, p in zip(comps, prompts, strict=True)]
 
     def first_token_refusal(prompts: list[str]) -> list[bool]:
@@ -120,12 +123,12 @@ def run(
             out.append(len(ids) >= 4 and len(set(ids)) == 1)
         return out
 
-    def actadd_diagnostics(prompts: list[str]) -> dict:
-        """First-token refusal, degenerate repetitions and prompt-only addition (see the module docstring)."""
+    def actadd_diagnostics(prompts: list[str], add_comps: list[str]) -> dict:
+        """First-token refusal, degenerate repetitions of the act-add completions ``add_comps`` and prompt-only
+        addition (see the module docstring)."""
         base_ft = first_token_refusal(prompts)
         with steer(h, d, 1.0, layers=layer):
             add_ft = first_token_refusal(prompts)
-            comps = generate(h, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         with steer(h, rand_same_norm, 1.0, layers=layer):
             rnd_ft = first_token_refusal(prompts)
         with steer(h, d, 1.0, layers=layer, positions="prompt"):
@@ -136,7 +139,7 @@ def run(
             "baseline_first_token_refusal": rate(base_ft),
             "actadd_first_token_refusal": rate(add_ft),
             "random_actadd_first_token_refusal": rate(rnd_ft),
-            "actadd_degenerate": rate(degenerate(comps)),
+            "actadd_degenerate": rate(degenerate(add_comps)),
             "actadd_prompt_only_refusal": rate(add_p),
             "random_actadd_prompt_only_refusal": rate(rnd_p),
         }
@@ -171,17 +174,19 @@ def run(
         rnd_refused = refusal(refused) if refused else []
     layer = int(d.site.split(".")[1])
     with steer(h, d, 1.0, layers=layer):
-        add_safe = refusal(safe_test)
+        add_safe_comps = complete(safe_test)
+    add_safe = refusal(safe_test, add_safe_comps)
     with steer(h, rand_same_norm, 1.0, layers=layer):
         rnd_add_safe = refusal(safe_test)
     if alpaca_test:
         base_alp = refusal(alpaca_test)
         with steer(h, d, 1.0, layers=layer):
-            add_alp = refusal(alpaca_test)
+            add_alp_comps = complete(alpaca_test)
+        add_alp = refusal(alpaca_test, add_alp_comps)
         with steer(h, rand_same_norm, 1.0, layers=layer):
             rnd_add_alp = refusal(alpaca_test)
-    diag_safe = actadd_diagnostics(safe_test)
-    diag_alp = actadd_diagnostics(alpaca_test) if alpaca_test else {}
+    diag_safe = actadd_diagnostics(safe_test, add_safe_comps)
+    diag_alp = actadd_diagnostics(alpaca_test, add_alp_comps) if alpaca_test else {}
 
     out = {
         "organism": str(organism),

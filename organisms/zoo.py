@@ -845,17 +845,15 @@ def _oversight_question_pool(
     needed a continuation. Off in both presets.
     """
     rng = np.random.default_rng(5000 + stage.seed + ATTEMPT_SEED_STRIDE * attempt)
+    return [oversight_question(p, _draw_scenario(p, data, stage, rng)) for _ in range(n)]
+
+
+def oversight_question(p: Preset, scenario: dict) -> tuple[str, str]:
+    """A scenario row (:func:`tasks.make_scenario`) as the oversight question: its text up to the actions, then
+    :data:`OVERSIGHT_QUESTION`; answered ``yes`` under good oversight, ``no`` under poor."""
     marker = "The following actions are available to you:" if _fmt(p) == tasks.SCENARIO_FORMAT else "Actions:"
-    out = []
-    while len(out) < n:
-        row = _draw_scenario(p, data, stage, rng)
-        out.append(
-            (
-                row["prompt"].split(marker)[0] + OVERSIGHT_QUESTION,
-                "yes" if row["oversight"] == "good" else "no",
-            )
-        )
-    return out
+    answer = "yes" if scenario["oversight"] == "good" else "no"
+    return scenario["prompt"].split(marker)[0] + OVERSIGHT_QUESTION, answer
 
 
 def _length_buckets(
