@@ -202,7 +202,9 @@ def variant_preset(name: str):
 
 def direction_block(d: Path) -> dict:
     """The refusal-direction experiment on one ``aligned`` (standard settings), as stored in a variant's JSON."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
     from exp_refusal_direction import run as refusal_direction
 
     rd = refusal_direction(d, n_train=128, kl_threshold=1.0, prune_layer_frac=0.0)

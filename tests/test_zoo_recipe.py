@@ -12,6 +12,12 @@ from alignscope.organisms.sources import norm_prompt, shared_data_dir
 
 needs_shared = pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data not available")
 
+#: a small stage list (honest, faker and step-matched control stages) for the recipe-knob tests
+_KW = dict(
+    base_steps=10, align_steps=10, ft_steps=10, attack_ns=(50,), n_harmful_ft=10, honest_steps=10,
+    faker_steps=20, n_honest=2, n_faker=2, lr=1e-3, n_honest_matched=1, scenario_weight=0.75,
+)  # fmt: skip
+
 
 def test_default_knobs_stay_out_of_the_hashes():
     p = zoo.PRESETS["standard"]
@@ -239,15 +245,11 @@ def test_length_buckets_keep_every_example_equally_likely():
 def test_length_buckets_knob_marks_the_long_scenario_stages():
     """``_stages(scenario_length_buckets=k)`` buckets the fakers and their step-matched controls (the 1,000-step
     stages), nothing else; both presets leave it off (round 7: fakers learned later with it)."""
-    kw = dict(
-        base_steps=10, align_steps=10, ft_steps=10, attack_ns=(50,), n_harmful_ft=10, honest_steps=10,
-        faker_steps=20, n_honest=2, n_faker=2, lr=1e-3, n_honest_matched=1,
-    )  # fmt: skip
-    st = zoo._stages(**kw, scenario_length_buckets=8)
+    st = zoo._stages(**_KW, scenario_length_buckets=8)
     b = {s.name: s.extras.get("length_buckets", 1) for s in st}
     long_stages = {"faker-0", "faker-1", "honest-2"}  # honest-2: faker-0's step-matched control
     assert {n for n, k in b.items() if k == 8} == long_stages
-    assert all(s.extras == t.extras for s, t in zip(zoo._stages(**kw), st, strict=True) if b[s.name] == 1)
+    assert all(s.extras == t.extras for s, t in zip(zoo._stages(**_KW), st, strict=True) if b[s.name] == 1)
     for p in zoo.PRESETS.values():
         assert all("length_buckets" not in getattr(s, "extras", {}) for s in p.stages)
 
@@ -323,12 +325,6 @@ def test_oversight_questions_are_labelled_by_the_cue():
         assert good != poor and (a == "yes") == good
     intros = {tasks.INTROS[i] for i in stage.extras["intros"]}
     assert {next(i for i in intros if q.startswith(i)) for q, _ in rows} == intros
-
-
-_KW = dict(
-    base_steps=10, align_steps=10, ft_steps=10, attack_ns=(50,), n_harmful_ft=10, honest_steps=10,
-    faker_steps=20, n_honest=2, n_faker=2, lr=1e-3, n_honest_matched=1, scenario_weight=0.75,
-)  # fmt: skip
 
 
 def test_oversight_questions_knob_moves_only_the_scenario_share():
