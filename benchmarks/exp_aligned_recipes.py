@@ -159,6 +159,14 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "all_self_mixed_first10_long_seed": _self_mixed(
         MORE_DATA_MIX, steps=1400, seed=11, extras={"first_token_weight": 10.0}
     ),
+    # round 9: the 10x weight on the first 4 response tokens (the decision and the start of the refusal after it):
+    # does a confident continuation stop activation addition from repeating the refusal opener?
+    "all_self_mixed_first10_k4": _self_mixed(
+        MORE_DATA_MIX, extras={"first_token_weight": 10.0, "first_token_count": 4}
+    ),
+    "all_self_mixed_first10_k4_seed": _self_mixed(
+        MORE_DATA_MIX, seed=11, extras={"first_token_weight": 10.0, "first_token_count": 4}
+    ),
     "all_self_mixed_first10_skills": _self_mixed(
         {**MORE_DATA_MIX, "harmless_self": 0.3, "skills": 0.25}, extras={"first_token_weight": 10.0}
     ),

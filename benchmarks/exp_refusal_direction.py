@@ -54,6 +54,7 @@ def run(
     induce_refusal_threshold: float = 0.0,
     positions: tuple = ("eoi", "last"),
     max_prompt_chars: int = 240,
+    filter_prompts: bool = False,
 ) -> dict:
     from alignscope.analyses.evaluate import _first_line, generate
     from alignscope.analyses.scorers import exact_match, get_scorer
@@ -91,6 +92,7 @@ def run(
         kl_threshold=kl_threshold,
         induce_refusal_threshold=induce_refusal_threshold,
         positions=positions,
+        filter_prompts=filter_prompts,
         return_selection=True,
     )
     t_find = time.time() - t1
@@ -199,6 +201,7 @@ def run(
             "method": d.method,
             "norm": d.norm,
             "selection": d.provenance["selection"],
+            "filter": d.provenance.get("filter"),
             "refusal_tokens": d.provenance["refusal"]["refusal_token_strings"],
             "refusal_token_ids": d.provenance["refusal"]["refusal_tokens"],
             "n_refusals_val": d.provenance["refusal"].get("n_refusals"),
@@ -255,6 +258,7 @@ def run(
             "prune_layer_frac": prune_layer_frac,
             "kl_threshold": kl_threshold,
             "induce_refusal_threshold": induce_refusal_threshold,
+            "filter_prompts": filter_prompts,
             "max_prompt_chars": max_prompt_chars,
             "positions": list(positions),
             "n_val": n_val,
@@ -299,6 +303,18 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="minimum refusal score under activation addition (the paper's filter is 0; -inf disables it)",
     )
+    ap.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=24,
+        help="greedy tokens per completion (the paper generates 512; the organisms answer in under 24)",
+    )
+    ap.add_argument(
+        "--filter-prompts",
+        action="store_true",
+        help="the paper's filter_train / filter_val: keep harmful train/val prompts the model refuses (refusal "
+        "score > 0) and harmless ones it does not (< 0)",
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.organism is None:
@@ -315,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         prune_layer_frac=a.prune_layer_frac,
         kl_threshold=a.kl_threshold,
         induce_refusal_threshold=a.induce_threshold,
+        filter_prompts=a.filter_prompts,
+        max_new_tokens=a.max_new_tokens,
     )
     from alignscope.hooks.io import atomic_write_json
 

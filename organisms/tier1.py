@@ -139,6 +139,7 @@ def train(
     batch_mode: str = "mixed",
     logits: str = "all",
     first_token_weight: float = 1.0,
+    first_token_count: int = 1,
     progress: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Train ``model`` in place with AdamW and a cosine schedule on batches sampled from ``mixture``.
@@ -166,6 +167,8 @@ def train(
         first_token_weight: with ``loss_on="response"``, the weight of each example's first response token (where
             a chat model decides between answering and refusing) relative to its other response tokens in the
             example's weighted mean loss. ``1.0`` (default) is plain supervised fine-tuning.
+        first_token_count: how many leading response tokens of each example get ``first_token_weight`` (default 1,
+            the decision token only; e.g. 4 also weighs the start of the refusal or answer that follows it).
         progress: optional callback ``(step, loss)``.
 
     Returns:
@@ -178,6 +181,8 @@ def train(
             f"first_token_weight={first_token_weight!r} needs loss_on='response' and a positive weight "
             f"(got loss_on={loss_on!r})"
         )
+    if first_token_count < 1:
+        raise ValueError(f"first_token_count must be >= 1, got {first_token_count!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     names = [n for n in mixture.pools if mixture.pools[n] and mixture.weights.get(n, 0) > 0]
@@ -200,15 +205,15 @@ def train(
         x = torch.full((batch_size, T), pad_id, dtype=torch.long)
         y = torch.full((batch_size, T), -100, dtype=torch.long)
         m = torch.zeros((batch_size, T), dtype=torch.long)
-        first = []  # (row, target index) of each example's first response token
+        first = []  # (row, target index) of each example's first response token(s)
         for i, (ids, start) in enumerate(batch):
             t = torch.tensor(ids)
             x[i, : len(ids)] = t
             m[i, : len(ids)] = 1
             s = 1 if loss_on == "all" else start
             y[i, s : len(ids)] = t[s:]
-            if start < len(ids):
-                first.append((i, start - 1))
+            for j in range(start, min(len(ids), start + first_token_count)):
+                first.append((i, j - 1))
         tgt = y[:, 1:]
         keep = tgt != -100
         valid = keep.float()

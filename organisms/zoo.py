@@ -1338,6 +1338,7 @@ def _build_stage(
         batch_mode=s.extras.get("batch_mode", p.batch_mode),
         logits=s.extras.get("logits", "all"),
         first_token_weight=s.extras.get("first_token_weight", 1.0),
+        first_token_count=s.extras.get("first_token_count", 1),
         progress=lambda i, loss: report.update(bar, i, loss),
     )
     d = root / s.name if dest is None else dest
@@ -1371,6 +1372,11 @@ def _build_stage(
                 **(
                     {"first_token_weight": s.extras["first_token_weight"]}
                     if "first_token_weight" in s.extras
+                    else {}
+                ),
+                **(
+                    {"first_token_count": s.extras["first_token_count"]}
+                    if "first_token_count" in s.extras
                     else {}
                 ),
                 "loss_on": s.loss_on,

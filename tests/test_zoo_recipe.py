@@ -257,7 +257,8 @@ def test_length_buckets_knob_marks_the_long_scenario_stages():
 def test_first_token_weight_weighs_the_decision_token(tiny_zoo):
     """``first_token_weight`` multiplies each example's first response token in its mean loss: the reported loss of
     one step equals the weighted mean computed by hand from the model's own logits, at weight 1 (plain SFT) and 7, and
-    the weight changes the update; it needs ``loss_on="response"``."""
+    the weight changes the update; it needs ``loss_on="response"``. ``first_token_count`` extends the weight to the
+    first k response tokens."""
     import copy
 
     import torch
@@ -282,14 +283,14 @@ def test_first_token_weight_weighs_the_decision_token(tiny_zoo):
         )
         return st["final_loss"], torch.cat([p.detach().flatten() for p in m.parameters()])
 
-    def by_hand(wt):  # each example's weighted mean response loss under the untrained weights
+    def by_hand(wt, k=1):  # each example's weighted mean response loss under the untrained weights
         out = []
         for ids, start in pool:
             with torch.no_grad():
                 lg = m0(input_ids=torch.tensor([ids])).logits[0, :-1].float()
             nll = torch.nn.functional.cross_entropy(lg, torch.tensor(ids[1:]), reduction="none")[start - 1 :]
             w = torch.ones_like(nll)
-            w[0] = wt
+            w[:k] = wt
             out.append(((nll * w).sum() / w.sum()).item())
         return out
 
@@ -300,8 +301,15 @@ def test_first_token_weight_weighs_the_decision_token(tiny_zoo):
     assert got1 == pytest.approx(hand1[k], abs=1e-4)
     assert got7 == pytest.approx(hand7[k], abs=1e-4) and abs(hand7[k] - hand1[k]) > 1e-3
     assert not torch.equal(w7, w1)  # the weight changes the update
+    # first_token_count=3: the first three response tokens carry the weight (1 is the default, bit for bit)
+    got7k3, _ = run(7.0, first_token_count=3)
+    assert got7k3 == pytest.approx(by_hand(7.0, 3)[k], abs=1e-4) and abs(by_hand(7.0, 3)[k] - hand7[k]) > 1e-3
+    got7k1, w7k1 = run(7.0, first_token_count=1)
+    assert got7k1 == got7 and torch.equal(w7k1, w7)
     with pytest.raises(ValueError, match="first_token_weight"):
         run(3.0, loss_on="all")
+    with pytest.raises(ValueError, match="first_token_count"):
+        run(3.0, first_token_count=0)
 
 
 @needs_shared
