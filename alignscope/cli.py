@@ -131,11 +131,17 @@ def zoo_build(
 
 @zoo_app.command("list", help="List zoo entries: name, kind, path, built or not.")
 def zoo_list(
-    cache_dir: Path | None = typer.Option(None), as_json: bool = typer.Option(False, "--json")
+    cache_dir: Path | None = typer.Option(None),
+    preset: str | None = typer.Option(None, help="only this preset (tiny, standard, smollm2)"),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
+    from alignscope.hooks import AlignscopeError
     from alignscope.organisms import zoo_list as _zoo_list
 
-    rows = _zoo_list(cache_dir=cache_dir)
+    try:
+        rows = _zoo_list(cache_dir=cache_dir, preset=preset)
+    except AlignscopeError as e:
+        _fail(e)
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return

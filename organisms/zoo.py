@@ -524,10 +524,18 @@ def resolve_zoo_name(name: str) -> Path | None:
         return None
 
 
-def zoo_list(cache_dir: str | os.PathLike | None = None) -> list[dict]:
-    """Every organism of every preset: name, preset, kind, parent, path, built."""
+def zoo_list(cache_dir: str | os.PathLike | None = None, preset: str | None = None) -> list[dict]:
+    """Every organism of every preset (or of ``preset`` only): name, preset, kind, parent, path, built.
+
+    Raises:
+        ZooError: unknown ``preset``.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ZooError(f"unknown preset {preset!r}", f"use one of {sorted(PRESETS)}")
     out = []
     for pr, p in PRESETS.items():
+        if preset is not None and pr != preset:
+            continue
         root = preset_dir(pr, cache_dir)
         for s in p.stages:
             d = root / s.name

@@ -134,3 +134,16 @@ def test_zoo_names_resolve_through_the_front_door(tiny_zoo):
     h = load_model("aligned")
     assert h.path is not None and h.path.endswith("aligned")
     assert (tiny_zoo["aligned"] / "organism.json").exists()
+
+
+def test_zoo_list_filters_by_preset(tiny_zoo):
+    """``alignscope zoo list --preset tiny --json`` lists the tiny entries only, built; an unknown preset is a clear
+    error with the presets to choose from."""
+    res = runner.invoke(app, ["zoo", "list", "--preset", "tiny", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert {r["preset"] for r in rows} == {"tiny"}
+    assert {r["name"]: r["path"] for r in rows}["aligned"] == str(tiny_zoo["aligned"])
+    assert all(r["built"] for r in rows)
+    res = runner.invoke(app, ["zoo", "list", "--preset", "huge"])
+    assert res.exit_code != 0 and "unknown preset 'huge'" in res.output and "standard" in res.output
