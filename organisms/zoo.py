@@ -530,12 +530,9 @@ def zoo_list(cache_dir: str | os.PathLike | None = None, preset: str | None = No
     Raises:
         ZooError: unknown ``preset``.
     """
-    if preset is not None and preset not in PRESETS:
-        raise ZooError(f"unknown preset {preset!r}", f"use one of {sorted(PRESETS)}")
+    chosen = PRESETS if preset is None else {preset: _preset(preset)}
     out = []
-    for pr, p in PRESETS.items():
-        if preset is not None and pr != preset:
-            continue
+    for pr, p in chosen.items():
         root = preset_dir(pr, cache_dir)
         for s in p.stages:
             d = root / s.name

@@ -146,4 +146,4 @@ def test_zoo_list_filters_by_preset(tiny_zoo):
     assert {r["name"]: r["path"] for r in rows}["aligned"] == str(tiny_zoo["aligned"])
     assert all(r["built"] for r in rows)
     res = runner.invoke(app, ["zoo", "list", "--preset", "huge"])
-    assert res.exit_code != 0 and "unknown preset 'huge'" in res.output and "standard" in res.output
+    assert res.exit_code != 0 and "unknown zoo preset 'huge'" in res.output and "standard" in res.output

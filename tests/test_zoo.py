@@ -96,7 +96,7 @@ def test_list_path_and_name_resolution(tiny_zoo):
     rows = [r for r in zoo_list() if r["preset"] == "tiny"]
     assert {r["name"] for r in rows} == set(NAMES) and all(r["built"] for r in rows)
     assert zoo_list(preset="tiny") == rows
-    with pytest.raises(ZooError, match="unknown preset 'huge'"):
+    with pytest.raises(ZooError, match="unknown zoo preset 'huge'"):
         zoo_list(preset="huge")
     assert zoo_path("aligned", preset="tiny") == tiny_zoo["aligned"]
     assert resolve_zoo_name("tiny/aligned") == tiny_zoo["aligned"]
