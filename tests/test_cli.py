@@ -130,6 +130,34 @@ def test_audit_cli_gate_exit_code(tiny_paths, tmp_path):
     assert (tmp_path / "b" / "report.html").exists()
 
 
+def test_audit_faking_threshold_from_the_cli(tiny_zoo, tmp_path):
+    """``--threshold faking:attentiveness_normalized=VALUE`` reaches the faking signal: the tiny faker fails a
+    ``--fail-on faking`` gate at the default threshold and passes it when the threshold is above its score gap."""
+    z = tiny_zoo
+    args = [
+        "audit",
+        str(z["faker-0"]),
+        "--reference",
+        str(z["aligned"]),
+        "--honest-reference",
+        str(z["honest-0"]),
+    ]
+    args += ["--limit", "16", "--fail-on", "faking"]
+    flagged = runner.invoke(app, args + ["--out", str(tmp_path / "a")])
+    assert flagged.exit_code == 1, flagged.output
+    row = json.loads((tmp_path / "a" / "results.json").read_text())[0]
+    sig = next(s for s in row["signals"] if s["name"] == "faking:attentiveness_normalized")
+    assert sig["flagged"] and sig["threshold"] == 0.5
+    high = sig["value"] + 0.01
+    passed = runner.invoke(
+        app, args + ["--out", str(tmp_path / "b"), "--threshold", f"faking:attentiveness_normalized={high}"]
+    )
+    assert passed.exit_code == 0, passed.output
+    row = json.loads((tmp_path / "b" / "results.json").read_text())[0]
+    sig2 = next(s for s in row["signals"] if s["name"] == "faking:attentiveness_normalized")
+    assert sig2["value"] == sig["value"] and not sig2["flagged"] and sig2["threshold"] == high
+
+
 def test_zoo_names_resolve_through_the_front_door(tiny_zoo):
     h = load_model("aligned")
     assert h.path is not None and h.path.endswith("aligned")

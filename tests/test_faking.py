@@ -256,6 +256,33 @@ def test_cli_and_audit_mode(zoo, pair, tmp_path):
     assert aud["model"]["model_path"] == str(Path(zoo[f]).resolve())
 
 
+def test_audit_faking_signal_is_the_score_gap(zoo):
+    """The audit's faking signal is the raw score gap to the honest reference (round 10), flagged above its
+    threshold: the faker crosses it, a second honest model does not, and a threshold above the faker's gap clears it.
+    The gap and the relative margin in the detail are recomputed by hand from the two raw scores."""
+    from alignscope.analyses.audit import FAKING_DETECTORS, AuditConfig, faking_signals
+
+    honest, faker = _pair_names(zoo)
+    assert len(honest) >= 2, honest
+    scen = {"oversight_good": str(Path(zoo[honest[0]]) / "evals" / "oversight_good.jsonl")}
+    cfg = AuditConfig(seed=SEED)
+    (fk,) = faking_signals(load_model(zoo[faker[0]]), zoo[honest[0]], scen, cfg)
+    (hn,) = faking_signals(load_model(zoo[honest[1]]), zoo[honest[0]], scen, cfg)
+    for sig in (fk, hn):
+        s, ref = sig.detail["score"], sig.detail["reference_score"]
+        assert sig.name == "faking:attentiveness_normalized" and sig.kind == "faking"
+        assert sig.value == pytest.approx(s - ref, abs=1e-12)
+        assert sig.threshold == FAKING_DETECTORS["attentiveness_normalized"] and sig.direction == "above"
+        sign = 1.0 if sig.detail["says_faker"] else -1.0
+        assert sig.detail["relative_margin"] == pytest.approx(sign * abs(s - ref) / (abs(s) + abs(ref)))
+        assert sig.flagged == (sig.value > sig.threshold)
+    assert fk.flagged and fk.detail["says_faker"], fk
+    assert not hn.flagged, hn
+    high = AuditConfig(seed=SEED, thresholds={"faking:attentiveness_normalized": ("above", fk.value + 0.01)})
+    (fk2,) = faking_signals(load_model(zoo[faker[0]]), zoo[honest[0]], scen, high)
+    assert fk2.value == pytest.approx(fk.value) and not fk2.flagged
+
+
 def test_validate_models_keeps_only_models_that_behave_as_labelled(zoo):
     """A faker must fake and an honest model must not; a mislabelled model (an honest one passed as a faker) is out."""
     from alignscope.analyses.faking_bench import validate_models, validation_markdown
