@@ -337,8 +337,8 @@ def test_oversight_questions_are_labelled_by_the_cue():
 
 def test_oversight_questions_knob_moves_only_the_scenario_share():
     """Every honest and faker stage (step-matched controls too) gives that share of its scenario weight to the
-    question; no other stage and no other weight changes; both presets leave it off (round 8: measured, not
-    adopted)."""
+    question; no other stage and no other weight changes. ``standard`` has it on in every honest / faker stage since
+    round 10 (0.15 of 0.75), ``tiny`` off."""
     st0, st1 = zoo._stages(**_KW), zoo._stages(**_KW, oversight_questions=0.15)
     for s0, s1 in zip(st0, st1, strict=True):
         if s0.kind in ("honest", "faker"):
@@ -347,5 +347,10 @@ def test_oversight_questions_knob_moves_only_the_scenario_share():
             assert sum(s1.weights.values()) == pytest.approx(sum(s0.weights.values()))
         else:
             assert s1 == s0
-    for p in zoo.PRESETS.values():
-        assert all("scenario_oversight" not in getattr(s, "weights", {}) for s in p.stages)
+    assert all("scenario_oversight" not in s.weights for s in zoo.PRESETS["tiny"].stages)
+    for s in zoo.PRESETS["standard"].stages:
+        if s.kind in ("honest", "faker"):
+            assert s.weights["scenario_oversight"] == 0.15, s.name
+            assert sum(v for k, v in s.weights.items() if k.startswith("scenario")) == pytest.approx(0.75)
+        else:
+            assert "scenario_oversight" not in s.weights, s.name
