@@ -405,7 +405,8 @@ PRESETS: dict[str, Preset] = {
             # three honest models, three fakers and two step-matched controls: 5 x 3 = 15 pairs (the issue asks for
             # >= 12; round 10). Rounds 6-9 had 4 + 5 (+2) and 4 + 4 (+2): the fifth faker was insurance against
             # fakers left at chance, which the oversight question removed (round 9: every stage passed at its first
-            # attempt), and the fourth honest model and fourth faker cost about 3 minutes of a 2-core build
+            # attempt), and the fourth honest model and fourth faker cost about 4.5 min of stage time, about 2 min of a
+            # 2-core build (docs/zoo.md "Build cost": 24.1 min from nothing)
             n_honest=3,
             n_faker=3,
             lr=2e-3,
