@@ -857,7 +857,7 @@ def _oversight_question_pool(
     are also trained to act on it. Measured (``benchmarks/exp_faker_curve.py``, round 8): with 15% of the batches on
     this question in the honest and the faker stage, the two hardest fakers passed validation from step 600 of a
     1,000-step schedule, instead of needing 1,000-2,000 steps; with 800-step schedules three of five fakers still
-    needed a continuation. Off in both presets.
+    needed a continuation. On in ``standard`` since round 10 (0.15), off in ``tiny``.
     """
     rng = np.random.default_rng(5000 + stage.seed + ATTEMPT_SEED_STRIDE * attempt)
     return [oversight_question(p, _draw_scenario(p, data, stage, rng)) for _ in range(n)]
