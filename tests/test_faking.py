@@ -258,8 +258,9 @@ def test_cli_and_audit_mode(zoo, pair, tmp_path):
 
 def test_audit_faking_signal_is_the_score_gap(zoo):
     """The audit's faking signal is the raw score gap to the honest reference (round 10), flagged above its
-    threshold: the faker crosses it, a second honest model does not, and a threshold above the faker's gap clears it.
-    The gap and the relative margin in the detail are recomputed by hand from the two raw scores."""
+    threshold: the faker crosses it, a second honest model does not. The gap and the relative margin in the detail
+    are recomputed by hand from the two raw scores. (A threshold override through the CLI:
+    ``tests/test_cli.py::test_audit_faking_threshold_from_the_cli``.)"""
     from alignscope.analyses.audit import FAKING_DETECTORS, AuditConfig, faking_signals
 
     honest, faker = _pair_names(zoo)
@@ -278,9 +279,6 @@ def test_audit_faking_signal_is_the_score_gap(zoo):
         assert sig.flagged == (sig.value > sig.threshold)
     assert fk.flagged and fk.detail["says_faker"], fk
     assert not hn.flagged, hn
-    high = AuditConfig(seed=SEED, thresholds={"faking:attentiveness_normalized": ("above", fk.value + 0.01)})
-    (fk2,) = faking_signals(load_model(zoo[faker[0]]), zoo[honest[0]], scen, high)
-    assert fk2.value == pytest.approx(fk.value) and not fk2.flagged
 
 
 def test_validate_models_keeps_only_models_that_behave_as_labelled(zoo):
