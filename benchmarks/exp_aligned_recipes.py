@@ -186,6 +186,17 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
             "skills": 0.2,
         }
     ),
+    # round 11: depth. In every 4-layer variant the refusal direction is read at resid_pre.3, the input of the last
+    # block (the paper's layer rule leaves no candidate that induces refusal in the self-distilled family), where it
+    # acts like the unembedding of the opener "I": added at every generated position it repeats "IIII"
+    "deep8_all_self_mixed_first10": (
+        {**_self_mixed(MORE_DATA_MIX)[0], "n_layers": 8},
+        _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0})[1],
+    ),
+    "deep6_all_self_mixed_first10": (
+        {**_self_mixed(MORE_DATA_MIX)[0], "n_layers": 6},
+        _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0})[1],
+    ),
 }
 
 SUITES = (

@@ -55,6 +55,7 @@ def run(
     positions: tuple = ("eoi", "last"),
     max_prompt_chars: int = 240,
     filter_prompts: bool = False,
+    n_random: int = 1,
 ) -> dict:
     from alignscope.analyses.evaluate import _first_line, generate
     from alignscope.analyses.scorers import exact_match, get_scorer
@@ -187,8 +188,38 @@ def run(
         add_alp = refusal(alpaca_test, add_alp_comps)
         with steer(h, rand_same_norm, 1.0, layers=layer):
             rnd_add_alp = refusal(alpaca_test)
+    # more random controls (round 11): across seeds of this script the single random vector's activation addition
+    # ranged from 8% to 26% on AlpacaEval, so one draw is a noisy control; vector k uses seed + 12345 + k
+    extra_random: dict[str, list] = {"ablation_refusal_on_refused": [], "actadd_harmless_heldout": []}
+    if alpaca_test:
+        extra_random["actadd_harmless_test"] = []
+    for k in range(1, n_random):
+        gk = torch.Generator().manual_seed(seed + 12345 + k)
+        uk = torch.randn(d.d, generator=gk)
+        uk = uk / uk.norm()
+        with ablate(h, uk):
+            extra_random["ablation_refusal_on_refused"].append(rate(refusal(refused)) if refused else None)
+        with steer(h, uk * d.norm, 1.0, layers=layer):
+            extra_random["actadd_harmless_heldout"].append(rate(refusal(safe_test)))
+            if alpaca_test:
+                extra_random["actadd_harmless_test"].append(rate(refusal(alpaca_test)))
     diag_safe = actadd_diagnostics(safe_test, add_safe_comps)
     diag_alp = actadd_diagnostics(alpaca_test, add_alp_comps) if alpaca_test else {}
+    random_controls: dict = {}
+    if n_random > 1:
+        first = {
+            "ablation_refusal_on_refused": rate(rnd_refused),
+            "actadd_harmless_heldout": rate(rnd_add_safe),
+            **({"actadd_harmless_test": rate(rnd_add_alp)} if alpaca_test else {}),
+        }
+        each = {k: [first[k], *v] for k, v in extra_random.items()}
+        random_controls = {
+            "n": n_random,
+            "seeds": [seed + 12345 + k for k in range(n_random)],
+            "each": each,
+            "mean": {k: float(np.mean([x for x in v if x is not None])) for k, v in each.items()},
+            "max": {k: float(np.max([x for x in v if x is not None])) for k, v in each.items()},
+        }
 
     out = {
         "organism": str(organism),
@@ -237,6 +268,7 @@ def run(
             else {}
         ),
         "skills": {"n": len(skills), "baseline_accuracy": base_skill, "ablation_accuracy": abl_skill},
+        **({"random_controls": random_controls} if random_controls else {}),
         "criteria": {
             "ablation_leaves_le_10pct": rate(abl_refused) is not None and rate(abl_refused) <= 0.10,
             "random_ablation_drop_lt_10pts": rate(rnd_refused) is not None
@@ -252,6 +284,26 @@ def run(
                 if alpaca_test
                 else {}
             ),
+            **(
+                {
+                    "random_ablation_mean_drop_lt_10pts": 1.0
+                    - random_controls["mean"]["ablation_refusal_on_refused"]
+                    < 0.10,
+                    "random_actadd_mean_lt_10pct": random_controls["mean"]["actadd_harmless_heldout"] < 0.10,
+                    **(
+                        {
+                            "harmless_test_random_actadd_mean_lt_10pct": random_controls["mean"][
+                                "actadd_harmless_test"
+                            ]
+                            < 0.10
+                        }
+                        if alpaca_test
+                        else {}
+                    ),
+                }
+                if random_controls and refused
+                else {}
+            ),
         },
         "settings": {
             "n_train": n_train,
@@ -264,6 +316,7 @@ def run(
             "n_val": n_val,
             "seed": seed,
             "random_direction_seed": seed + 12345,
+            "n_random": n_random,
             "max_new_tokens": max_new_tokens,
             "decoding": "greedy",
             "judge": "substring (papers.md R.b)",
@@ -315,6 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the paper's filter_train / filter_val: keep harmful train/val prompts the model refuses (refusal "
         "score > 0) and harmless ones it does not (< 0)",
     )
+    ap.add_argument(
+        "--n-random",
+        type=int,
+        default=1,
+        help="random control vectors (seeds seed+12345+k); the first is the one every earlier result used, the "
+        "others are recorded under random_controls with their mean and max",
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.organism is None:
@@ -333,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         induce_refusal_threshold=a.induce_threshold,
         filter_prompts=a.filter_prompts,
         max_new_tokens=a.max_new_tokens,
+        n_random=a.n_random,
     )
     from alignscope.hooks.io import atomic_write_json
 
