@@ -336,7 +336,27 @@ def run(
         "seconds": {"find_direction": round(t_find, 2), "total": round(time.time() - t0, 2)},
         "torch_threads": torch.get_num_threads(),
     }
+    _add_intervals(out)
     return out
+
+
+def _add_intervals(out: dict) -> None:
+    """Add ``ci95`` (Wilson, 95%) to each rate of the held-out blocks: rates on refused prompts count
+    ``n_refused_at_baseline`` prompts, the others the block's ``n``."""
+    from alignscope.analyses.stats import wilson_interval
+
+    for block in ("harmful_heldout", "harmless_heldout", "harmless_test"):
+        b = out.get(block)
+        if not b:
+            continue
+        ci = {}
+        for k, v in b.items():
+            if not isinstance(v, float) or not k.endswith(("refusal", "refused", "degenerate")):
+                continue
+            n = b["n_refused_at_baseline"] if k.endswith("on_refused") else b["n"]
+            if n:
+                ci[k] = [round(x, 4) for x in wilson_interval(round(v * n), n)]
+        b["ci95"] = ci
 
 
 def main(argv: list[str] | None = None) -> int:
