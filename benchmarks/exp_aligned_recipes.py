@@ -193,6 +193,21 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
         {**_self_mixed(MORE_DATA_MIX)[0], "n_layers": 8},
         _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0})[1],
     ),
+    # round 11: the self-distilled family's base (its tokenizer and pools see the 20,000 prompts) with the current
+    # 400-step pooled recipe minus the self-distilled answers, or with a 5% share of them: is the repetition the
+    # base's or the large self-distilled pool's?
+    "self20k_pool_noself": (
+        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
+        {"aligned": {"weights": {"harmful_refuse": 0.3, "harmless": 0.5, "skills": 0.2}}},
+    ),
+    "self20k_pool_self05": (
+        {"n_self_prompts": 20000, "refuse_extra": EXTRA},
+        {
+            "aligned": {
+                "weights": {"harmful_refuse": 0.3, "harmless": 0.45, "harmless_self": 0.05, "skills": 0.2}
+            }
+        },
+    ),
     "deep6_all_self_mixed_first10": (
         {**_self_mixed(MORE_DATA_MIX)[0], "n_layers": 6},
         _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0})[1],
