@@ -208,6 +208,15 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
             }
         },
     ),
+    # round 11: the self-distilled recipe on the preset's own base (see BASE_FROM)
+    "presetbase_all_self_mixed_first10": (
+        _self_mixed(MORE_DATA_MIX)[0],
+        _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0, "base_from": "2d84026d8a"})[1],
+    ),
+    "presetbase_all_self_mixed": (
+        _self_mixed(MORE_DATA_MIX)[0],
+        _self_mixed(MORE_DATA_MIX, extras={"base_from": "2d84026d8a"})[1],
+    ),
     "deep6_all_self_mixed_first10": (
         {**_self_mixed(MORE_DATA_MIX)[0], "n_layers": 6},
         _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0})[1],
@@ -249,11 +258,49 @@ def direction_block(d: Path) -> dict:
     } | {"site": rd["direction"]["site"], "kl": rd["direction"]["selection"]["kl"]}
 
 
+def transplant_base(p, build: str) -> None:
+    """Experiment only (round 11): put the tokenizer and ``base`` of the standard build ``build`` into the variant's
+    directory before it builds, so its ``aligned`` trains on that base (the build treats them as built). A variant's
+    data fields (more self-distillation prompts, which the tokenizer is trained on) otherwise give it another
+    tokenizer and so another ``base``. The ``aligned`` stage names the source in ``extras["base_from"]``, which the
+    trainer ignores but the config hash and stage key include, so the variant never shares a directory or a stage key
+    with a build of its own ``base``."""
+    import shutil
+
+    from alignscope.organisms import zoo
+    from alignscope.organisms.zoo import preset_dir, zoo_root
+
+    src, dest = zoo_root() / f"standard-{build}", preset_dir(p)
+    for part in ("_tokenizer", "base"):
+        if not (dest / part).exists():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src / part, dest / f"{part}.tmp")
+            (dest / f"{part}.tmp").rename(dest / part)
+    # the transplanted base answers the variant's (larger) self-distillation prompt set here; left to the build, the
+    # answers cached for the source build's base (its own, smaller prompt set) would be copied, since the stage key
+    # of the transplanted base is the source's
+    answers = dest / "_self_answers" / "base.json"
+    if not answers.exists():
+        data = zoo._load_or_prepare_data(p, dest)
+        answers.parent.mkdir(exist_ok=True)
+        zoo.parent_answers(
+            dest / "base",
+            data["harmless_self_prompts"],
+            answers,
+            max_new_tokens=48,
+            batch_size=64,
+            drop_openings=(zoo._COMPLY_OPENING,),
+        )
+
+
 def run_variant(name: str) -> dict:
     from alignscope.analyses.evaluate import evaluate
     from alignscope.organisms.zoo import build_zoo
 
     p = variant_preset(name)
+    base_from = VARIANTS[name][1].get("aligned", {}).get("extras", {}).get("base_from")
+    if base_from:
+        transplant_base(p, base_from)
     t0 = time.time()
     d = build_zoo(p, only=["aligned"], workers=1, progress=False)["aligned"]
     t_build = time.time() - t0
