@@ -217,6 +217,26 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
         _self_mixed(MORE_DATA_MIX)[0],
         _self_mixed(MORE_DATA_MIX, extras={"base_from": "2d84026d8a"})[1],
     ),
+    "presetbase_all_self_mixed_first10_long": (
+        _self_mixed(MORE_DATA_MIX)[0],
+        _self_mixed(
+            MORE_DATA_MIX, steps=1400, extras={"first_token_weight": 10.0, "base_from": "2d84026d8a"}
+        )[1],
+    ),
+    "presetbase_all_self_mixed_first10_long_refuse35": (
+        _self_mixed(MORE_DATA_MIX)[0],
+        _self_mixed(
+            {
+                "harmful_refuse": 0.15,
+                "harmful_refuse_extra": 0.2,
+                "harmless": 0.15,
+                "harmless_self": 0.3,
+                "skills": 0.2,
+            },
+            steps=1400,
+            extras={"first_token_weight": 10.0, "base_from": "2d84026d8a"},
+        )[1],
+    ),
     "deep6_all_self_mixed_first10": (
         {**_self_mixed(MORE_DATA_MIX)[0], "n_layers": 6},
         _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0})[1],
