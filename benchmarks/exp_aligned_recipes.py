@@ -193,6 +193,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
         {**_self_mixed(MORE_DATA_MIX)[0], "n_layers": 8},
         _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0})[1],
     ),
+    "deep6_all_self_mixed_first10": (
+        {**_self_mixed(MORE_DATA_MIX)[0], "n_layers": 6},
+        _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0})[1],
+    ),
     # round 11: the self-distilled family's base (its tokenizer and pools see the 20,000 prompts) with the current
     # 400-step pooled recipe minus the self-distilled answers, or with a 5% share of them: is the repetition the
     # base's or the large self-distilled pool's?
@@ -208,7 +212,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
             }
         },
     ),
-    # round 11: the self-distilled recipe on the preset's own base (see BASE_FROM)
+    # round 11: the self-distilled recipe on the preset's own base (``extras['base_from']``, see transplant_base)
     "presetbase_all_self_mixed_first10": (
         _self_mixed(MORE_DATA_MIX)[0],
         _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0, "base_from": "2d84026d8a"})[1],
@@ -236,10 +240,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
             steps=1400,
             extras={"first_token_weight": 10.0, "base_from": "2d84026d8a"},
         )[1],
-    ),
-    "deep6_all_self_mixed_first10": (
-        {**_self_mixed(MORE_DATA_MIX)[0], "n_layers": 6},
-        _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0})[1],
     ),
 }
 

@@ -160,9 +160,12 @@ def run(
     def rate(x: list[bool]) -> float | None:
         return float(np.mean(x)) if x else None
 
-    g = torch.Generator().manual_seed(seed + 12345)
-    rand_unit = torch.randn(d.d, generator=g)
-    rand_unit = rand_unit / rand_unit.norm()
+    def random_unit(k: int) -> torch.Tensor:
+        """Random control vector ``k`` (seed ``seed + 12345 + k``; ``k = 0`` is the one every result reports)."""
+        u = torch.randn(d.d, generator=torch.Generator().manual_seed(seed + 12345 + k))
+        return u / u.norm()
+
+    rand_unit = random_unit(0)
     rand_same_norm = rand_unit * d.norm
 
     base_harm = refusal(harm_test)
@@ -194,9 +197,7 @@ def run(
     if alpaca_test:
         extra_random["actadd_harmless_test"] = []
     for k in range(1, n_random):
-        gk = torch.Generator().manual_seed(seed + 12345 + k)
-        uk = torch.randn(d.d, generator=gk)
-        uk = uk / uk.norm()
+        uk = random_unit(k)
         with ablate(h, uk):
             extra_random["ablation_refusal_on_refused"].append(rate(refusal(refused)) if refused else None)
         with steer(h, uk * d.norm, 1.0, layers=layer):
@@ -217,8 +218,8 @@ def run(
             "n": n_random,
             "seeds": [seed + 12345 + k for k in range(n_random)],
             "each": each,
-            "mean": {k: float(np.mean([x for x in v if x is not None])) for k, v in each.items()},
-            "max": {k: float(np.max([x for x in v if x is not None])) for k, v in each.items()},
+            "mean": {k: _stat(np.mean, v) for k, v in each.items()},
+            "max": {k: _stat(np.max, v) for k, v in each.items()},
         }
 
     out = {
@@ -338,6 +339,12 @@ def run(
     }
     _add_intervals(out)
     return out
+
+
+def _stat(f, xs: list) -> float | None:
+    """``f`` over the rates that exist (a rate on refused prompts is None when the model refused none)."""
+    xs = [x for x in xs if x is not None]
+    return float(f(xs)) if xs else None
 
 
 def _add_intervals(out: dict) -> None:
