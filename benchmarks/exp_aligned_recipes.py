@@ -197,6 +197,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
         {**_self_mixed(MORE_DATA_MIX)[0], "n_layers": 6},
         _self_mixed(MORE_DATA_MIX, extras={"first_token_weight": 10.0})[1],
     ),
+    # round 11: the preset's recipe on bases of other seeds (same data and tokenizer): how often does a base carry
+    # activation addition?
+    "base_seed5": ({}, {"base": {"seed": 5}}),
+    "base_seed6": ({}, {"base": {"seed": 6}}),
     # round 11: the self-distilled family's base (its tokenizer and pools see the 20,000 prompts) with the current
     # 400-step pooled recipe minus the self-distilled answers, or with a 5% share of them: is the repetition the
     # base's or the large self-distilled pool's?
