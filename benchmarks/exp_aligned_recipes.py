@@ -298,6 +298,7 @@ def transplant_base(p, build: str) -> None:
     for part in ("_tokenizer", "base"):
         if not (dest / part).exists():
             dest.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(dest / f"{part}.tmp", ignore_errors=True)  # left by an interrupted copy
             shutil.copytree(src / part, dest / f"{part}.tmp")
             (dest / f"{part}.tmp").rename(dest / part)
     # the transplanted base answers the variant's (larger) self-distillation prompt set here; left to the build, the
