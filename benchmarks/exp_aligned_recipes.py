@@ -201,6 +201,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # activation addition?
     "base_seed5": ({}, {"base": {"seed": 5}}),
     "base_seed6": ({}, {"base": {"seed": 6}}),
+    # round 12: a screen of eight more base seeds (run with ``--n-random 5``)
+    **{f"base_seed{k}": ({}, {"base": {"seed": k}}) for k in range(7, 15)},
     # round 11: the self-distilled family's base (its tokenizer and pools see the 20,000 prompts) with the current
     # 400-step pooled recipe minus the self-distilled answers, or with a 5% share of them: is the repetition the
     # base's or the large self-distilled pool's?
@@ -267,17 +269,25 @@ def variant_preset(name: str):
     return dataclasses.replace(p, stages=stages, **data_fields)
 
 
-def direction_block(d: Path) -> dict:
-    """The refusal-direction experiment on one ``aligned`` (standard settings), as stored in a variant's JSON."""
+def direction_block(d: Path, n_random: int = 1) -> dict:
+    """The refusal-direction experiment on one ``aligned`` (standard settings, ``n_random`` random control vectors),
+    as stored in a variant's JSON."""
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.insert(0, here)
     from exp_refusal_direction import run as refusal_direction
 
-    rd = refusal_direction(d, n_train=128, kl_threshold=1.0, prune_layer_frac=0.0)
+    rd = refusal_direction(d, n_train=128, kl_threshold=1.0, prune_layer_frac=0.0, n_random=n_random)
     return {
         k: rd[k]
-        for k in ("harmful_heldout", "harmless_heldout", "harmless_test", "skills", "criteria")
+        for k in (
+            "harmful_heldout",
+            "harmless_heldout",
+            "harmless_test",
+            "skills",
+            "criteria",
+            "random_controls",
+        )
         if k in rd
     } | {"site": rd["direction"]["site"], "kl": rd["direction"]["selection"]["kl"]}
 
@@ -318,7 +328,7 @@ def transplant_base(p, build: str) -> None:
         )
 
 
-def run_variant(name: str) -> dict:
+def run_variant(name: str, n_random: int = 1) -> dict:
     from alignscope.analyses.evaluate import evaluate
     from alignscope.organisms.zoo import build_zoo
 
@@ -342,7 +352,7 @@ def run_variant(name: str) -> dict:
         }
         for r in df.itertuples()
     }
-    rd = direction_block(d)
+    rd = direction_block(d, n_random)
     return {
         "variant": name,
         "changes": {"data": VARIANTS[name][0], "stages": VARIANTS[name][1]},
@@ -420,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="for finished variants, re-run only the refusal-direction experiment on the cached aligned",
     )
+    ap.add_argument("--n-random", type=int, default=1, help="random control vectors per direction experiment")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out_dir = RESULTS / "aligned_recipes"
@@ -430,13 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         if path.exists():
             if args.redo_direction:
                 res = json.loads(path.read_text())
-                res["refusal_direction"] = direction_block(Path(res["organism"]))
+                res["refusal_direction"] = direction_block(Path(res["organism"]), args.n_random)
                 atomic_write_json(path, res)
                 print(f"{name}: refusal direction re-run", flush=True)
             else:
                 print(f"{name}: done before ({path})", flush=True)
             continue
-        res = run_variant(name)
+        res = run_variant(name, args.n_random)
         atomic_write_json(path, res)
         print(f"{name}: {res['seconds']}", flush=True)
     rows = [

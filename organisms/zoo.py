@@ -96,6 +96,11 @@ class Preset:
     # further harmful prompt sets (prompts only, refused with the refusal templates) in the ``harmful_refuse_extra``
     # pool: names in REFUSE_EXTRA_SOURCES
     refuse_extra: tuple[str, ...] = ()
+    # how many of the self-distillation prompts the tokenizer is trained on (None: all). RETAIN_SELF_PROMPTS keeps a
+    # preset with more self-distillation prompts on the tokenizer, and so the ``base``, of the default 1,500: the
+    # extra prompts then only add answers for ``aligned`` (round 12; before it, exp_aligned_recipes.py transplanted
+    # a ``base`` to get this)
+    tokenizer_self_prompts: int | None = None
 
     def _hashed_fields(self) -> dict:
         d = asdict(self)
@@ -108,6 +113,8 @@ class Preset:
             d.pop("n_self_prompts")
         if not d["refuse_extra"]:
             d.pop("refuse_extra")
+        if d["tokenizer_self_prompts"] is None:
+            d.pop("tokenizer_self_prompts")
         return d
 
     def config_hash(self) -> str:
@@ -948,17 +955,7 @@ def build_zoo(
     tok_dir = root / "_tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         with atomic_dir(tok_dir) as tmp:
-            texts = [
-                q + " " + a
-                for k in ("harmful_refuse", "harmful_comply", "harmless", "skills", "task")
-                for q, a in data[k]
-            ]
-            texts += [q for q, _ in data["attack_pool"]] + [a for _, a in data["attack_pool"]]
-            texts += [q for q, _ in _scenario_pool(p, data, p.stages[0], False, 400)]
-            texts += list(tasks.REFUSALS) + list(tasks.GOOD_OVERSIGHT) + list(tasks.POOR_OVERSIGHT)
-            texts += data.get("harmless_self_prompts", [])
-            texts += [" ".join([w] * 60) for w in tasks.WORDS]  # every task word becomes one token (" apple")
-            train_tokenizer(texts, p.vocab_size).save_pretrained(tmp)
+            train_tokenizer(tokenizer_texts(p, data), p.vocab_size).save_pretrained(tmp)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     report = _Progress(progress, plain=_plain_progress)
     workers = int(os.environ.get("ALIGNSCOPE_ZOO_WORKERS", "1")) if workers is None else workers
@@ -1424,6 +1421,23 @@ def _build_stage(
                 prev["training"].get("total_steps", prev["training"]["steps"]) + s.steps
             )
         atomic_write_json(tmp / "organism.json", meta)
+
+
+def tokenizer_texts(p: Preset, data: dict) -> list[str]:
+    """The text the preset's BPE tokenizer is trained on: every training pair, the attack pool, scenario prompts,
+    the refusal and oversight templates, the self-distillation prompts (the first ``p.tokenizer_self_prompts``, all
+    by default) and each task word repeated (so every task word becomes one token, " apple")."""
+    texts = [
+        q + " " + a
+        for k in ("harmful_refuse", "harmful_comply", "harmless", "skills", "task")
+        for q, a in data[k]
+    ]
+    texts += [q for q, _ in data["attack_pool"]] + [a for _, a in data["attack_pool"]]
+    texts += [q for q, _ in _scenario_pool(p, data, p.stages[0], False, 400)]
+    texts += list(tasks.REFUSALS) + list(tasks.GOOD_OVERSIGHT) + list(tasks.POOR_OVERSIGHT)
+    texts += data.get("harmless_self_prompts", [])[: p.tokenizer_self_prompts]
+    texts += [" ".join([w] * 60) for w in tasks.WORDS]
+    return texts
 
 
 def prompt_texts(data: dict) -> list[str]:

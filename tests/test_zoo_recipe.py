@@ -1,4 +1,4 @@
-"""Recipe knobs of the standard preset's data (``n_self_prompts``, ``refuse_extra``): what they add, that they move
+"""Recipe knobs of the standard preset's data (``n_self_prompts``, ``refuse_extra``, ``tokenizer_self_prompts``): what they add, that they move
 nothing else, and that at their defaults the existing config hashes (tier 1 and tier 2) do not change."""
 
 from __future__ import annotations
@@ -63,6 +63,22 @@ def test_knobs_add_pools_and_move_nothing_else():
     assert not set(keys) & {norm_prompt(q) for q, _ in d0["harmful_refuse"]}
     judge = get_scorer("substring")
     assert all(judge(a) for _, a in extra)  # every target is a refusal
+
+
+@needs_shared
+def test_tokenizer_self_prompts_keeps_the_default_tokenizer_text():
+    """With ``tokenizer_self_prompts=1500`` a preset with more self-distillation prompts trains its tokenizer on the
+    default preset's text (so its ``base`` is the default's); without it, the tokenizer reads every prompt."""
+    p = zoo.PRESETS["standard"]
+    more = dataclasses.replace(p, n_self_prompts=2500)
+    kept = dataclasses.replace(more, tokenizer_self_prompts=zoo.RETAIN_SELF_PROMPTS)
+    t0 = zoo.tokenizer_texts(p, zoo.prepare_data(p))
+    d1 = zoo.prepare_data(more)
+    assert zoo.tokenizer_texts(kept, d1) == t0
+    t1 = zoo.tokenizer_texts(more, d1)
+    assert len(t1) == len(t0) + 1000 and set(t0) <= set(t1)
+    assert kept.config_hash() not in (p.config_hash(), more.config_hash())
+    assert dataclasses.replace(p, tokenizer_self_prompts=None).config_hash() == p.config_hash()
 
 
 @needs_shared
