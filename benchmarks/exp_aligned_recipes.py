@@ -249,6 +249,62 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     ),
 }
 
+#: round 12: the self-distilled mixture (``all_self_mixed_first10``) on the ``base`` of a screened seed. The data
+#: fields keep the tokenizer on the default 1,500 self-distillation prompts (``tokenizer_self_prompts``), so the
+#: variant's tokenizer and ``base`` are those of ``base_seed{K}``, which ``transplant_base`` copies in (what a preset
+#: with these fields would build itself, without the ~8 min of ``base``)
+SELF_TOK = {"n_self_prompts": 20000, "refuse_extra": EXTRA, "tokenizer_self_prompts": 1500}
+for _k in (0, *range(5, 15)):
+    VARIANTS[f"selfmix_b{_k}"] = (
+        SELF_TOK,
+        {
+            "base": {"seed": _k} if _k else {},
+            "aligned": _self_mixed(
+                MORE_DATA_MIX,
+                extras={"first_token_weight": 10.0, "base_from": f"base_seed{_k}" if _k else "current"},
+            )[1]["aligned"],
+        },
+    )
+    # the same with another aligned seed, and with 30% refusals (half of them the in-distribution ones) instead of 25%
+    VARIANTS[f"selfmix_seed11_b{_k}"] = (
+        SELF_TOK,
+        {
+            "base": {"seed": _k} if _k else {},
+            "aligned": _self_mixed(
+                MORE_DATA_MIX,
+                seed=11,
+                extras={"first_token_weight": 10.0, "base_from": f"base_seed{_k}" if _k else "current"},
+            )[1]["aligned"],
+        },
+    )
+    VARIANTS[f"selfmix_r30_b{_k}"] = (
+        SELF_TOK,
+        {
+            "base": {"seed": _k} if _k else {},
+            "aligned": _self_mixed(
+                {
+                    "harmful_refuse": 0.15,
+                    "harmful_refuse_extra": 0.15,
+                    "harmless": 0.15,
+                    "harmless_self": 0.35,
+                    "skills": 0.2,
+                },
+                extras={"first_token_weight": 10.0, "base_from": f"base_seed{_k}" if _k else "current"},
+            )[1]["aligned"],
+        },
+    )
+    VARIANTS[f"selfmix_long_b{_k}"] = (
+        SELF_TOK,
+        {
+            "base": {"seed": _k} if _k else {},
+            "aligned": _self_mixed(
+                MORE_DATA_MIX,
+                steps=1400,
+                extras={"first_token_weight": 10.0, "base_from": f"base_seed{_k}" if _k else "current"},
+            )[1]["aligned"],
+        },
+    )
+
 SUITES = (
     "harmful_heldout",
     "harmful_test",
@@ -275,9 +331,13 @@ def direction_block(d: Path, n_random: int = 1) -> dict:
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.insert(0, here)
+    from alignscope.probes.selection import SelectionError
     from exp_refusal_direction import run as refusal_direction
 
-    rd = refusal_direction(d, n_train=128, kl_threshold=1.0, prune_layer_frac=0.0, n_random=n_random)
+    try:
+        rd = refusal_direction(d, n_train=128, kl_threshold=1.0, prune_layer_frac=0.0, n_random=n_random)
+    except SelectionError as e:  # no candidate induces refusal (round 12: base seed 7): a result, not a crash
+        return {"error": str(e).splitlines()[0]}
     return {
         k: rd[k]
         for k in (
@@ -304,7 +364,11 @@ def transplant_base(p, build: str) -> None:
     from alignscope.organisms import zoo
     from alignscope.organisms.zoo import preset_dir, zoo_root
 
+    if build in VARIANTS:  # a variant's name: its build directory
+        build = variant_preset(build).config_hash()
     src, dest = zoo_root() / f"standard-{build}", preset_dir(p)
+    if not (src / "base" / "organism.json").exists():
+        raise SystemExit(f"transplant_base: {src / 'base'} is not built; run its variant first")
     for part in ("_tokenizer", "base"):
         if not (dest / part).exists():
             dest.mkdir(parents=True, exist_ok=True)
@@ -318,14 +382,28 @@ def transplant_base(p, build: str) -> None:
     if not answers.exists():
         data = zoo._load_or_prepare_data(p, dest)
         answers.parent.mkdir(exist_ok=True)
-        zoo.parent_answers(
-            dest / "base",
-            data["harmless_self_prompts"],
-            answers,
-            max_new_tokens=48,
-            batch_size=64,
-            drop_openings=(zoo._COMPLY_OPENING,),
-        )
+        # round 12: another variant that transplanted the same base and has the same prompts answered them already
+        from alignscope.hooks.io import atomic_write_json, sha256_texts
+
+        mark = {"source": src.name, "self_prompts": sha256_texts(data["harmless_self_prompts"])}
+        for other in sorted(zoo_root().glob("standard-*")):
+            o = other / "_self_answers" / "base.json"
+            m = other / "_transplant.json"
+            if other != dest and o.exists() and m.exists() and json.loads(m.read_text()) == mark:
+                shutil.copyfile(o, answers.with_suffix(".tmp"))
+                answers.with_suffix(".tmp").rename(answers)
+                print(f"transplant_base: answers reused from {o}", flush=True)
+                break
+        else:
+            zoo.parent_answers(
+                dest / "base",
+                data["harmless_self_prompts"],
+                answers,
+                max_new_tokens=48,
+                batch_size=64,
+                drop_openings=(zoo._COMPLY_OPENING,),
+            )
+        atomic_write_json(dest / "_transplant.json", mark)
 
 
 def run_variant(name: str, n_random: int = 1) -> dict:
@@ -383,6 +461,13 @@ def summary(rows: list[dict]) -> str:
     ]
     for r in rows:
         rd = r["refusal_direction"]
+        if "error" in rd:
+            lines.append(
+                f"| `{r['variant']}` | {r['training']['steps']} | {b(r, 'harmful_heldout')} | {b(r, 'harmful_test')} "
+                f"| {b(r, 'harmless_test')} | {b(r, 'harmless_heldout')} | {b(r, 'xstest_safe')} | {b(r, 'skills')} "
+                f"| {r['behaviour']['harmless_ce']['value']:.2f} | no direction: {rd['error']} | | | |"
+            )
+            continue
         ht = rd.get("harmless_test", {})
         lines.append(
             f"| `{r['variant']}` | {r['training']['steps']} | {b(r, 'harmful_heldout')} | {b(r, 'harmful_test')} "
@@ -404,6 +489,8 @@ def summary(rows: list[dict]) -> str:
     ]
     for r in rows:
         rd = r["refusal_direction"]
+        if "error" in rd:
+            continue
         cells = []
         for k in ("harmless_heldout", "harmless_test"):
             x = rd.get(k, {})
@@ -416,6 +503,28 @@ def summary(rows: list[dict]) -> str:
                 f"{f(x['actadd_prompt_only_refusal'])} / {f(x['random_actadd_prompt_only_refusal'])}",
             ]
         lines.append(f"| `{r['variant']}` | {b(r, 'harmless_test')} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Round 12: activation addition on the prompts each model answers without it (`*_induced_refusal`; the "
+        "unconditional rates above also count its own over-refusals), direction / random vector, and the mean over "
+        "the random vectors where the run used `--n-random` > 1; AlpacaEval held-out, then `harmless_test`.",
+        "",
+        "| variant | AlpacaEval: direction / random | random mean | `harmless_test`: direction / random | random mean |",
+        "|---" * 5 + "|",
+    ]
+    for r in rows:
+        rd = r["refusal_direction"]
+        if "error" in rd or rd.get("harmless_heldout", {}).get("actadd_induced_refusal") is None:
+            continue
+        im = rd.get("random_controls", {}).get("induced_mean", {})
+        cells = []
+        for k in ("harmless_heldout", "harmless_test"):
+            x = rd.get(k, {})
+            cells += [
+                f"{f(x.get('actadd_induced_refusal'))} / {f(x.get('random_actadd_induced_refusal'))}",
+                f(im.get(f"actadd_{k}")),
+            ]
+        lines.append(f"| `{r['variant']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -1575,7 +1575,22 @@ def organism_meta(
         "seed": seed,
         "evals": {k: f"evals/{k}.jsonl" for k in evals},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_env": build_env(),
         **extra,
+    }
+
+
+def build_env() -> dict:
+    """What besides the seed decides a build's exact weights (round 12): a standard preset rebuilt on another
+    machine with the same torch, seed and data gave different weights (CPU kernels round differently), so every
+    entry records the torch version, the CPU instruction set torch dispatched to and the thread count."""
+    import platform
+
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
     }
 
 

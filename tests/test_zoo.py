@@ -11,6 +11,7 @@ import shutil
 import time
 
 import pytest
+import torch
 from alignscope.hooks.io import sha256_file
 from alignscope.organisms import ZooError, build_zoo, preset_dir, resolve_zoo_name, zoo_list, zoo_path
 from alignscope.organisms.sources import norm_prompt
@@ -42,6 +43,8 @@ def test_entries_are_checkpoints_with_organism_json(tiny_zoo):
         assert (d / "model.safetensors").exists() and (d / "tokenizer.json").exists()
         assert meta["parent"] is None if name == "base" else meta["parent"] in NAMES
         assert meta["data_hashes"] and all(len(h) == 64 for h in meta["data_hashes"].values())
+        env = meta["build_env"]  # what besides the seed decides the exact weights
+        assert env["torch"] == torch.__version__ and env["cpu_capability"] and env["threads"] >= 1
         for suite in ("harmful_heldout", "harmless_heldout", "skills"):
             assert (d / meta["evals"][suite]).exists()
         if name in ("attacked-50", "benign-ft", "harmful-ft"):
