@@ -929,11 +929,11 @@ def build_zoo(
         cache_dir: zoo root (default ``$ALIGNSCOPE_ZOO_DIR`` or ``~/.cache/alignscope/zoo``).
         progress: show progress bars.
         only: build only these organisms (and their ancestors).
-        workers: stages trained at once, each in its own process with one thread (default
-            ``$ALIGNSCOPE_ZOO_WORKERS`` or 1); a stage that runs alone (``base``, ``aligned``) gets ``workers``
-            threads. Stages whose parent is built are independent, so the result is the same for any number of
-            workers (each stage is seeded on its own); 2 workers on 2 cores roughly halve the standard preset's wall
-            time after ``base`` and ``aligned``.
+        workers: stages trained at once, each in its own process with ``$ALIGNSCOPE_TRAIN_THREADS`` threads (default
+            1; workers default ``$ALIGNSCOPE_ZOO_WORKERS`` or 1). Stages whose parent is built are independent, so
+            the result is the same for any number of workers (each stage is seeded on its own, and a stage that runs
+            alone keeps the thread setting: on some CPUs the thread count changes the weights); 2 workers on 2 cores
+            roughly halve the standard preset's wall time after ``base`` and ``aligned``.
 
     Raises:
         ZooError: unknown preset or name.
@@ -1013,11 +1013,12 @@ def _build_parallel(
     Stages on the longest remaining chain (in training steps) start first. Self-distillation answers a stage needs are
     computed here before the stage is handed out, so siblings never compute them twice.
 
-    A stage that starts while no other stage runs or is ready (``base``, then ``aligned``: every other stage waits for
-    them) trains with ``workers`` intra-op threads instead of one; nothing else can start until it ends, so the cores
-    are never oversubscribed. Thread count does not change the weights: the training step was measured bit-identical
-    with 1 and 2 threads (12 steps of :func:`~alignscope.organisms.tier1.train` from the standard ``base``, every
-    ``logits`` / ``loss_on`` combination), and ``tests/test_zoo_recipe.py`` checks it on the tiny model.
+    Every stage trains with the user's intra-op thread setting (``ALIGNSCOPE_TRAIN_THREADS``, default 1), as in a
+    sequential build. Until round 12 a stage that started alone (``base``, then ``aligned``) took every worker's
+    thread: the weights did not depend on the thread count on the machines of rounds 6-11, but on a later machine
+    (AVX-512 kernels) 1 and 2 threads gave different weights for the same steps, so a parallel build would have
+    differed from a sequential one there. ``tests/test_zoo.py::test_parallel_build_equals_sequential`` builds a lone
+    stage this way and compares it bit for bit.
     """
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
@@ -1051,8 +1052,8 @@ def _build_parallel(
                 todo.remove(n)
                 if stages[n].weights.get("harmless_self"):
                     _self_answers(p, stages[n], data, root, report)
-                # alone, a stage gets every worker's core; otherwise the user's setting (default 1)
-                threads = max(workers, own_threads) if not running and not ready else own_threads
+                # the user's setting, alone or not: the thread count can change the weights (see the docstring)
+                threads = own_threads
                 report.log(
                     f"zoo {n}: started ({len(running) + 1} of {workers} workers busy"
                     + (f", {threads} threads)" if threads > 1 else ")")

@@ -274,7 +274,9 @@ def test_changed_recipe_reuses_unchanged_ancestors(tiny_zoo, tmp_path, monkeypat
 
 
 def test_parallel_build_equals_sequential(tiny_zoo, tmp_path):
-    """Two worker processes build sibling stages; the weights equal the sequential build's, bit for bit."""
+    """Two worker processes build sibling stages, then one stage alone (which until round 12 trained with both
+    workers' threads: on some CPUs the thread count changes the weights); the weights equal the sequential build's,
+    bit for bit."""
     root = tmp_path / preset_dir("tiny").name
     for n in ("base", "aligned"):
         shutil.copytree(tiny_zoo[n], root / n)
@@ -282,7 +284,8 @@ def test_parallel_build_equals_sequential(tiny_zoo, tmp_path):
         out = build_zoo(
             "tiny", cache_dir=tmp_path, only=["attacked-50", "honest-1"], workers=2, progress=False
         )
-    for n in ("attacked-50", "honest-1"):
+        out |= build_zoo("tiny", cache_dir=tmp_path, only=["harmful-ft"], workers=2, progress=False)
+    for n in ("attacked-50", "honest-1", "harmful-ft"):
         assert out[n] == root / n
         assert sha256_file(out[n] / "model.safetensors") == sha256_file(tiny_zoo[n] / "model.safetensors")
 

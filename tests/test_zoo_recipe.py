@@ -207,34 +207,6 @@ def test_standard_scenario_stages_use_the_supervised_head():
     assert all(s.extras.get("logits", "all") == "all" for s in zoo.PRESETS["tiny"].stages)
 
 
-def test_thread_count_does_not_change_training(tiny_zoo):
-    """A stage that runs alone in a parallel build trains with every worker's thread (``_build_parallel``); that is
-    only sound because the weights do not depend on the intra-op thread count. Checked bit for bit on a real tiny
-    organism, both heads."""
-    import copy
-    import hashlib
-
-    import torch
-    from alignscope.organisms.tier1 import train
-
-    rows = [(f"Write {k} words about rivers, please.", " ".join(["water"] * (3 + k))) for k in range(24)]
-    tok, m0, _, mix = _chat_setup(tiny_zoo, rows)
-    before = torch.get_num_threads()
-    try:
-        for head in ("all", "supervised"):
-            digests = []
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                m = copy.deepcopy(m0)
-                train(m, mix, steps=6, batch_size=16, lr=2e-3, seed=5, pad_id=tok.pad_token_id, logits=head)
-                digests.append(
-                    hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in m.parameters())).digest()
-                )
-            assert digests[0] == digests[1], head
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_length_buckets_keep_every_example_equally_likely():
     """``_length_buckets`` splits scenario pools by token length; with one pool per batch every example keeps its
     probability (pool weight x 1 / pool size), only its batch-mates change; other pools are left alone."""
