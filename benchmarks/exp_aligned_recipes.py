@@ -254,56 +254,36 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 #: variant's tokenizer and ``base`` are those of ``base_seed{K}``, which ``transplant_base`` copies in (what a preset
 #: with these fields would build itself, without the ~8 min of ``base``)
 SELF_TOK = {"n_self_prompts": 20000, "refuse_extra": EXTRA, "tokenizer_self_prompts": 1500}
+
+
+def _selfmix_on(k: int, weights: dict = MORE_DATA_MIX, **aligned) -> tuple[dict, dict]:
+    """The ``all_self_mixed_first10`` recipe (``weights``, further ``aligned`` fields) on ``base_seed{k}``'s base
+    (``k = 0``: the preset's own)."""
+    extras = {"first_token_weight": 10.0, "base_from": f"base_seed{k}" if k else "current"}
+    return (
+        SELF_TOK,
+        {
+            "base": {"seed": k} if k else {},
+            "aligned": _self_mixed(weights, **aligned, extras=extras)[1]["aligned"],
+        },
+    )
+
+
 for _k in (0, *range(5, 15)):
-    VARIANTS[f"selfmix_b{_k}"] = (
-        SELF_TOK,
+    VARIANTS[f"selfmix_b{_k}"] = _selfmix_on(_k)
+    # another aligned seed; 30% refusals (half of them the in-distribution ones) instead of 25%; 1,400 steps
+    VARIANTS[f"selfmix_seed11_b{_k}"] = _selfmix_on(_k, seed=11)
+    VARIANTS[f"selfmix_r30_b{_k}"] = _selfmix_on(
+        _k,
         {
-            "base": {"seed": _k} if _k else {},
-            "aligned": _self_mixed(
-                MORE_DATA_MIX,
-                extras={"first_token_weight": 10.0, "base_from": f"base_seed{_k}" if _k else "current"},
-            )[1]["aligned"],
+            "harmful_refuse": 0.15,
+            "harmful_refuse_extra": 0.15,
+            "harmless": 0.15,
+            "harmless_self": 0.35,
+            "skills": 0.2,
         },
     )
-    # the same with another aligned seed, and with 30% refusals (half of them the in-distribution ones) instead of 25%
-    VARIANTS[f"selfmix_seed11_b{_k}"] = (
-        SELF_TOK,
-        {
-            "base": {"seed": _k} if _k else {},
-            "aligned": _self_mixed(
-                MORE_DATA_MIX,
-                seed=11,
-                extras={"first_token_weight": 10.0, "base_from": f"base_seed{_k}" if _k else "current"},
-            )[1]["aligned"],
-        },
-    )
-    VARIANTS[f"selfmix_r30_b{_k}"] = (
-        SELF_TOK,
-        {
-            "base": {"seed": _k} if _k else {},
-            "aligned": _self_mixed(
-                {
-                    "harmful_refuse": 0.15,
-                    "harmful_refuse_extra": 0.15,
-                    "harmless": 0.15,
-                    "harmless_self": 0.35,
-                    "skills": 0.2,
-                },
-                extras={"first_token_weight": 10.0, "base_from": f"base_seed{_k}" if _k else "current"},
-            )[1]["aligned"],
-        },
-    )
-    VARIANTS[f"selfmix_long_b{_k}"] = (
-        SELF_TOK,
-        {
-            "base": {"seed": _k} if _k else {},
-            "aligned": _self_mixed(
-                MORE_DATA_MIX,
-                steps=1400,
-                extras={"first_token_weight": 10.0, "base_from": f"base_seed{_k}" if _k else "current"},
-            )[1]["aligned"],
-        },
-    )
+    VARIANTS[f"selfmix_long_b{_k}"] = _selfmix_on(_k, steps=1400)
 
 SUITES = (
     "harmful_heldout",
