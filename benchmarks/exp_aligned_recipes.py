@@ -257,33 +257,33 @@ SELF_TOK = {"n_self_prompts": 20000, "refuse_extra": EXTRA, "tokenizer_self_prom
 
 
 def _selfmix_on(k: int, weights: dict = MORE_DATA_MIX, **aligned) -> tuple[dict, dict]:
-    """The ``all_self_mixed_first10`` recipe (``weights``, further ``aligned`` fields) on ``base_seed{k}``'s base
-    (``k = 0``: the preset's own)."""
-    extras = {"first_token_weight": 10.0, "base_from": f"base_seed{k}" if k else "current"}
+    """The ``all_self_mixed_first10`` recipe (``weights``, further ``aligned`` fields) on ``base_seed{k}``'s base."""
+    extras = {"first_token_weight": 10.0, "base_from": f"base_seed{k}"}
     return (
         SELF_TOK,
         {
-            "base": {"seed": k} if k else {},
+            "base": {"seed": k},
             "aligned": _self_mixed(weights, **aligned, extras=extras)[1]["aligned"],
         },
     )
 
 
-for _k in (0, *range(5, 15)):
-    VARIANTS[f"selfmix_b{_k}"] = _selfmix_on(_k)
-    # another aligned seed; 30% refusals (half of them the in-distribution ones) instead of 25%; 1,400 steps
-    VARIANTS[f"selfmix_seed11_b{_k}"] = _selfmix_on(_k, seed=11)
-    VARIANTS[f"selfmix_r30_b{_k}"] = _selfmix_on(
-        _k,
-        {
-            "harmful_refuse": 0.15,
-            "harmful_refuse_extra": 0.15,
-            "harmless": 0.15,
-            "harmless_self": 0.35,
-            "skills": 0.2,
-        },
-    )
-    VARIANTS[f"selfmix_long_b{_k}"] = _selfmix_on(_k, steps=1400)
+# the five measured in round 12: seed 9 (1,000 and 1,400 steps; 30% refusals, half of them the in-distribution
+# ones, instead of 25%) and seed 13 (two aligned seeds)
+VARIANTS["selfmix_b9"] = _selfmix_on(9)
+VARIANTS["selfmix_long_b9"] = _selfmix_on(9, steps=1400)
+VARIANTS["selfmix_r30_b9"] = _selfmix_on(
+    9,
+    {
+        "harmful_refuse": 0.15,
+        "harmful_refuse_extra": 0.15,
+        "harmless": 0.15,
+        "harmless_self": 0.35,
+        "skills": 0.2,
+    },
+)
+VARIANTS["selfmix_b13"] = _selfmix_on(13)
+VARIANTS["selfmix_seed11_b13"] = _selfmix_on(13, seed=11)
 
 SUITES = (
     "harmful_heldout",
@@ -363,15 +363,15 @@ def transplant_base(p, build: str) -> None:
         data = zoo._load_or_prepare_data(p, dest)
         answers.parent.mkdir(exist_ok=True)
         # round 12: another variant that transplanted the same base and has the same prompts answered them already
-        from alignscope.hooks.io import atomic_write_json, sha256_texts
+        from alignscope.hooks.io import atomic_path, atomic_write_json, sha256_texts
 
         mark = {"source": src.name, "self_prompts": sha256_texts(data["harmless_self_prompts"])}
         for other in sorted(zoo_root().glob("standard-*")):
             o = other / "_self_answers" / "base.json"
             m = other / "_transplant.json"
             if other != dest and o.exists() and m.exists() and json.loads(m.read_text()) == mark:
-                shutil.copyfile(o, answers.with_suffix(".tmp"))
-                answers.with_suffix(".tmp").rename(answers)
+                with atomic_path(answers) as tmp:
+                    shutil.copyfile(o, tmp)
                 print(f"transplant_base: answers reused from {o}", flush=True)
                 break
         else:
@@ -441,18 +441,17 @@ def summary(rows: list[dict]) -> str:
     ]
     for r in rows:
         rd = r["refusal_direction"]
+        behaviour = (
+            f"| `{r['variant']}` | {r['training']['steps']} | {b(r, 'harmful_heldout')} | {b(r, 'harmful_test')} "
+            f"| {b(r, 'harmless_test')} | {b(r, 'harmless_heldout')} | {b(r, 'xstest_safe')} | {b(r, 'skills')} "
+            f"| {r['behaviour']['harmless_ce']['value']:.2f} "
+        )
         if "error" in rd:
-            lines.append(
-                f"| `{r['variant']}` | {r['training']['steps']} | {b(r, 'harmful_heldout')} | {b(r, 'harmful_test')} "
-                f"| {b(r, 'harmless_test')} | {b(r, 'harmless_heldout')} | {b(r, 'xstest_safe')} | {b(r, 'skills')} "
-                f"| {r['behaviour']['harmless_ce']['value']:.2f} | no direction: {rd['error']} | | | |"
-            )
+            lines.append(behaviour + f"| no direction: {rd['error']} | | | |")
             continue
         ht = rd.get("harmless_test", {})
         lines.append(
-            f"| `{r['variant']}` | {r['training']['steps']} | {b(r, 'harmful_heldout')} | {b(r, 'harmful_test')} "
-            f"| {b(r, 'harmless_test')} | {b(r, 'harmless_heldout')} | {b(r, 'xstest_safe')} | {b(r, 'skills')} "
-            f"| {r['behaviour']['harmless_ce']['value']:.2f} | {f(rd['harmful_heldout']['ablation_refusal_on_refused'])} "
+            behaviour + f"| {f(rd['harmful_heldout']['ablation_refusal_on_refused'])} "
             f"| {f(rd['harmless_heldout']['actadd_refusal'])} / {f(rd['harmless_heldout']['random_actadd_refusal'])} "
             f"| {f(ht.get('actadd_refusal'))} / {f(ht.get('random_actadd_refusal'))} | `{rd['site']}` |"
         )

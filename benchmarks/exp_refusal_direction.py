@@ -200,39 +200,36 @@ def run(
         with steer(h, rand_same_norm, 1.0, layers=layer):
             rnd_add_alp = refusal(alpaca_test)
     # more random controls (round 11): across seeds of this script the single random vector's activation addition
-    # ranged from 8% to 26% on AlpacaEval, so one draw is a noisy control; vector k uses seed + 12345 + k
-    extra_random: dict[str, list] = {"ablation_refusal_on_refused": [], "actadd_harmless_heldout": []}
-    extra_induced: dict[str, list] = {"actadd_harmless_heldout": []}
+    # ranged from 8% to 26% on AlpacaEval, so one draw is a noisy control; vector k uses seed + 12345 + k. Each
+    # vector's per-prompt judgements are kept, so the unconditional and the induced rate come from one generation
+    judged: dict[str, list] = {
+        "ablation_refusal_on_refused": [rnd_refused],
+        "actadd_harmless_heldout": [rnd_add_safe],
+    }
     if alpaca_test:
-        extra_random["actadd_harmless_test"] = []
-        extra_induced["actadd_harmless_test"] = []
+        judged["actadd_harmless_test"] = [rnd_add_alp]
     for k in range(1, n_random):
         uk = random_unit(k)
         with ablate(h, uk):
-            extra_random["ablation_refusal_on_refused"].append(rate(refusal(refused)) if refused else None)
+            judged["ablation_refusal_on_refused"].append(refusal(refused) if refused else [])
         with steer(h, uk * d.norm, 1.0, layers=layer):
-            r_safe = refusal(safe_test)
-            extra_random["actadd_harmless_heldout"].append(rate(r_safe))
-            extra_induced["actadd_harmless_heldout"].append(induced(base_safe, r_safe))
+            judged["actadd_harmless_heldout"].append(refusal(safe_test))
             if alpaca_test:
-                r_alp = refusal(alpaca_test)
-                extra_random["actadd_harmless_test"].append(rate(r_alp))
-                extra_induced["actadd_harmless_test"].append(induced(base_alp, r_alp))
+                judged["actadd_harmless_test"].append(refusal(alpaca_test))
+    baselines = {
+        "actadd_harmless_heldout": base_safe,
+        **({"actadd_harmless_test": base_alp} if alpaca_test else {}),
+    }
+    # the direction's and the first random vector's rates on the prompts answered without the addition (round 12)
+    ind_add_safe, ind_rnd_safe = induced(base_safe, add_safe), induced(base_safe, rnd_add_safe)
+    if alpaca_test:
+        ind_add_alp, ind_rnd_alp = induced(base_alp, add_alp), induced(base_alp, rnd_add_alp)
     diag_safe = actadd_diagnostics(safe_test, add_safe_comps)
     diag_alp = actadd_diagnostics(alpaca_test, add_alp_comps) if alpaca_test else {}
     random_controls: dict = {}
     if n_random > 1:
-        first = {
-            "ablation_refusal_on_refused": rate(rnd_refused),
-            "actadd_harmless_heldout": rate(rnd_add_safe),
-            **({"actadd_harmless_test": rate(rnd_add_alp)} if alpaca_test else {}),
-        }
-        each = {k: [first[k], *v] for k, v in extra_random.items()}
-        first_induced = {
-            "actadd_harmless_heldout": induced(base_safe, rnd_add_safe),
-            **({"actadd_harmless_test": induced(base_alp, rnd_add_alp)} if alpaca_test else {}),
-        }
-        each_induced = {k: [first_induced[k], *v] for k, v in extra_induced.items()}
+        each = {k: [rate(x) for x in v] for k, v in judged.items()}
+        each_induced = {k: [induced(baselines[k], x) for x in v] for k, v in judged.items() if k in baselines}
         random_controls = {
             "n": n_random,
             "seeds": [seed + 12345 + k for k in range(n_random)],
@@ -275,8 +272,8 @@ def run(
             "actadd_refusal": rate(add_safe),
             "random_actadd_refusal": rate(rnd_add_safe),
             "n_answered_at_baseline": base_safe.count(False),
-            "actadd_induced_refusal": induced(base_safe, add_safe),
-            "random_actadd_induced_refusal": induced(base_safe, rnd_add_safe),
+            "actadd_induced_refusal": ind_add_safe,
+            "random_actadd_induced_refusal": ind_rnd_safe,
             "ablation_refusal": rate(abl_safe),
             **diag_safe,
         },
@@ -288,8 +285,8 @@ def run(
                     "actadd_refusal": rate(add_alp),
                     "random_actadd_refusal": rate(rnd_add_alp),
                     "n_answered_at_baseline": base_alp.count(False),
-                    "actadd_induced_refusal": induced(base_alp, add_alp),
-                    "random_actadd_induced_refusal": induced(base_alp, rnd_add_alp),
+                    "actadd_induced_refusal": ind_add_alp,
+                    "random_actadd_induced_refusal": ind_rnd_alp,
                     **diag_alp,
                 }
             }
@@ -306,14 +303,14 @@ def run(
             "random_actadd_lt_10pct": rate(rnd_add_safe) < 0.10,
             "skills_within_5pts": abs(abl_skill - base_skill) <= 0.05,
             # round 12: the same two act-add criteria on the prompts the model answers without the addition
-            "actadd_induced_ge_90pct": _ge(induced(base_safe, add_safe), 0.90),
-            "random_actadd_induced_lt_10pct": _lt(induced(base_safe, rnd_add_safe), 0.10),
+            "actadd_induced_ge_90pct": _ge(ind_add_safe, 0.90),
+            "random_actadd_induced_lt_10pct": _lt(ind_rnd_safe, 0.10),
             **(
                 {
                     "harmless_test_actadd_ge_90pct": rate(add_alp) >= 0.90,
                     "harmless_test_random_actadd_lt_10pct": rate(rnd_add_alp) < 0.10,
-                    "harmless_test_actadd_induced_ge_90pct": _ge(induced(base_alp, add_alp), 0.90),
-                    "harmless_test_random_actadd_induced_lt_10pct": _lt(induced(base_alp, rnd_add_alp), 0.10),
+                    "harmless_test_actadd_induced_ge_90pct": _ge(ind_add_alp, 0.90),
+                    "harmless_test_random_actadd_induced_lt_10pct": _lt(ind_rnd_alp, 0.10),
                 }
                 if alpaca_test
                 else {}
