@@ -363,3 +363,38 @@ def test_validated_stage_retries_and_resumes(tiny_zoo, tmp_path, monkeypatch, re
     assert mtimes == {
         k: (root / "_attempts" / f"faker-0.{k}" / "model.safetensors").stat().st_mtime for k in (0, 1)
     }
+    if retry == "continue":
+        return
+    # a stricter good-oversight bar (extras["min_good_benign"]: a new preset, not a new stage key, so attempt 0 is
+    # reused and validated again): at its own rate honest-0 still passes without training, just above it attempt 0
+    # fails and the build asks for attempt 1 (intercepted: the retraining itself is the retry path tested above)
+    good0 = hm["validation"]["attempts"][0]["good_benign"]
+
+    class Retrain(Exception):
+        pass
+
+    def no_training(*a, **k):
+        raise Retrain(str(k.get("attempt")))
+
+    monkeypatch.setattr(zoo_mod, "_build_stage", no_training)
+    for bar, passes in ((good0, True), (good0 + 0.005, False)):
+        strict = dataclasses.replace(
+            variant,
+            stages=tuple(
+                dataclasses.replace(s, extras={**s.extras, "min_good_benign": bar})
+                if s.name == "honest-0"
+                else s
+                for s in variant.stages
+            ),
+        )
+        assert strict.stage_key("honest-0") == orig.stage_key("honest-0")
+        monkeypatch.setitem(zoo_mod.PRESETS, "tiny", strict)
+        if passes:
+            got = build_zoo("tiny", cache_dir=tmp_path, only=["honest-0"], progress=False)["honest-0"]
+            assert got.parent.name == f"tiny-{strict.config_hash()}" != root.name
+            assert sha256_file(got / "model.safetensors") == sha256_file(out["honest-0"] / "model.safetensors")
+            val = json.loads((got / "organism.json").read_text())["validation"]
+            assert val["passed"] and val["min_good_benign"] == bar and val["kept_attempt"] == 0
+        else:
+            with pytest.raises(Retrain, match="1"):
+                build_zoo("tiny", cache_dir=tmp_path, only=["honest-0"], progress=False)
