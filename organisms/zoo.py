@@ -18,6 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -979,6 +980,7 @@ def build_zoo(
             if _is_built(d):
                 out[name] = d
                 continue
+            torch.set_num_threads(stage_threads(stages[name]))
             if stages[name].extras.get("attempts", 1) > 1:
                 _build_validated(p, stages, name, data, tok, root, report)
                 out[name] = d
@@ -992,6 +994,13 @@ def build_zoo(
         torch.set_num_threads(threads)
         report.close()
     return out
+
+
+def stage_threads(s: Stage) -> int:
+    """Intra-op threads a stage trains with: ``extras["threads"]`` where the recipe fixes it (a stage that always runs
+    alone, e.g. ``base``, can use both cores of a 2-core build; on some CPUs the thread count changes the weights, so
+    it belongs to the recipe and the stage key), else ``$ALIGNSCOPE_TRAIN_THREADS`` (default 1)."""
+    return int(s.extras.get("threads", os.environ.get("ALIGNSCOPE_TRAIN_THREADS", "1")))
 
 
 def _build_one(preset: str, cache_dir, name: str, threads: int = 1) -> tuple[str, float]:
@@ -1018,8 +1027,8 @@ def _build_parallel(
     Stages on the longest remaining chain (in training steps) start first. Self-distillation answers a stage needs are
     computed here before the stage is handed out, so siblings never compute them twice.
 
-    Every stage trains with the user's intra-op thread setting (``ALIGNSCOPE_TRAIN_THREADS``, default 1), as in a
-    sequential build. Until round 12 a stage that started alone (``base``, then ``aligned``) took every worker's
+    Every stage trains with its own intra-op thread count (:func:`stage_threads`: the recipe's, else the user's
+    ``ALIGNSCOPE_TRAIN_THREADS``, default 1), as in a sequential build. Until round 12 a stage that started alone (``base``, then ``aligned``) took every worker's
     thread: the weights did not depend on the thread count on the machines of rounds 6-11, but on a later machine
     (AVX-512 kernels) 1 and 2 threads gave different weights for the same steps, so a parallel build would have
     differed from a sequential one there. ``tests/test_zoo.py::test_parallel_build_equals_sequential`` builds a lone
@@ -1056,9 +1065,12 @@ def _build_parallel(
                 n = ready.pop(0)
                 todo.remove(n)
                 if stages[n].weights.get("harmless_self"):
-                    _self_answers(p, stages[n], data, root, report)
-                # the user's setting, alone or not: the thread count can change the weights (see the docstring)
-                threads = own_threads
+                    # with no stage in flight the idle workers answer shards of the prompts (same batches, so the
+                    # same answers as one process: tests/test_zoo.py)
+                    idle = (None, 1) if running else (ex, workers)
+                    _self_answers(p, stages[n], data, root, report, *idle, threads=own_threads)
+                # the stage's own count (recipe or user setting), alone or not: it can change the weights
+                threads = stage_threads(stages[n])
                 report.log(
                     f"zoo {n}: started ({len(running) + 1} of {workers} workers busy"
                     + (f", {threads} threads)" if threads > 1 else ")")
@@ -1485,13 +1497,23 @@ def _encode_text(tok, text: str, max_len: int) -> tuple[list[int], int] | None:
     return (ids[:max_len], 1) if len(ids) > 2 else None
 
 
-def _self_answers(p: Preset, s: Stage, data: dict, root: Path, report: _Progress) -> list[tuple[str, str]]:
+def _self_answers(
+    p: Preset,
+    s: Stage,
+    data: dict,
+    root: Path,
+    report: _Progress,
+    pool: Executor | None = None,
+    n_shards: int = 1,
+    threads: int | None = None,
+) -> list[tuple[str, str]]:
     """The ``harmless_self_prompts`` answered by the stage's parent itself (greedy, 48 new tokens), answers the
     refusal judge flags, empty ones and ones opening like AdvBench's harmful targets dropped.
 
     Self-distillation: training on its own answers teaches the child to keep answering ordinary requests of the
     refusal-direction Alpaca distribution (which has no reference answers) without teaching it new text. Cached per
     parent in ``<preset dir>/_self_answers/<parent>.json`` (atomic), so stages with one parent share the answers.
+    ``pool``, ``n_shards``, ``threads``: answer in that many processes (see :func:`parent_answers`).
     """
 
     prompts = data.get("harmless_self_prompts") or []
@@ -1511,7 +1533,15 @@ def _self_answers(p: Preset, s: Stage, data: dict, root: Path, report: _Progress
         )
     report.log(f"zoo {s.name}: answering {len(prompts)} harmless prompts with {s.parent} (self-distillation)")
     return parent_answers(
-        root / s.parent, prompts, path, max_new_tokens=48, batch_size=64, drop_openings=(_COMPLY_OPENING,)
+        root / s.parent,
+        prompts,
+        path,
+        max_new_tokens=48,
+        batch_size=64,
+        drop_openings=(_COMPLY_OPENING,),
+        pool=pool,
+        n_shards=n_shards,
+        threads=threads,
     )
 
 
@@ -1523,14 +1553,28 @@ def parent_answers(
     max_new_tokens: int,
     batch_size: int,
     drop_openings: tuple[str, ...] = (),
+    pool: Executor | None = None,
+    n_shards: int = 1,
+    threads: int | None = None,
 ) -> list[tuple[str, str]]:
     """Self-distillation targets, shared by tier 1 and tier 2: ``parent``'s greedy answers to ``prompts``, with
     empty answers, answers the refusal judge flags and answers opening with one of ``drop_openings`` dropped;
-    written atomically to ``cache`` (JSON list of ``[prompt, answer]``)."""
-    from alignscope.analyses.evaluate import generate
-    from alignscope.hooks.loading import load_model
+    written atomically to ``cache`` (JSON list of ``[prompt, answer]``).
 
-    comps = generate(load_model(parent), prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    With a process ``pool`` and ``n_shards`` > 1 the prompts are split into that many runs of whole batches, each
+    answered in a pool process with ``threads`` intra-op threads: every batch is the one a single process forms
+    (same prompts, same padding), so the answers are the same; a zoo build uses its idle stage workers this way
+    (the standard ``aligned`` stage answers 20,000 prompts while nothing else can run)."""
+    if pool is not None and n_shards > 1 and len(prompts) > batch_size:
+        per = -(-len(prompts) // n_shards)
+        per = -(-per // batch_size) * batch_size  # whole batches
+        futs = [
+            pool.submit(_answer_shard, str(parent), prompts[i : i + per], max_new_tokens, batch_size, threads)
+            for i in range(0, len(prompts), per)
+        ]
+        comps = [c for f in futs for c in f.result()]
+    else:
+        comps = _answer_shard(str(parent), prompts, max_new_tokens, batch_size, threads)
     judge = _refusal_judge()
     rows = [
         (q, c.strip())
@@ -1539,6 +1583,24 @@ def parent_answers(
     ]
     atomic_write_json(cache, rows)
     return rows
+
+
+def _answer_shard(
+    parent: str, prompts: list[str], max_new_tokens: int, batch_size: int, threads: int | None = None
+) -> list[str]:
+    """Greedy completions of ``prompts`` by ``parent`` (a pool worker's share of :func:`parent_answers`)."""
+    from alignscope.analyses.evaluate import generate
+    from alignscope.hooks.loading import load_model
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return generate(
+            load_model(Path(parent)), prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+    finally:
+        torch.set_num_threads(before)
 
 
 def architecture_of(ckpt: Path) -> dict:

@@ -290,6 +290,56 @@ def test_parallel_build_equals_sequential(tiny_zoo, tmp_path):
         assert sha256_file(out[n] / "model.safetensors") == sha256_file(tiny_zoo[n] / "model.safetensors")
 
 
+def test_stage_threads_come_from_the_recipe(tiny_zoo, tmp_path, monkeypatch):
+    """A stage whose recipe fixes its thread count (``extras["threads"]``) trains with it whatever the user's
+    setting, records it, and has its own stage key (the count can change the weights)."""
+    import dataclasses
+
+    from alignscope.organisms import zoo as zoo_mod
+
+    orig = zoo_mod.PRESETS["tiny"]
+    variant = dataclasses.replace(
+        orig,
+        stages=tuple(
+            dataclasses.replace(s, extras={**s.extras, "threads": 2}) if s.name == "harmful-ft" else s
+            for s in orig.stages
+        ),
+    )
+    assert variant.stage_key("harmful-ft") != orig.stage_key("harmful-ft")
+    assert variant.stage_key("aligned") == orig.stage_key("aligned")
+    monkeypatch.setitem(zoo_mod.PRESETS, "tiny", variant)
+    monkeypatch.setenv("ALIGNSCOPE_TRAIN_THREADS", "1")
+    root = tmp_path / f"tiny-{variant.config_hash()}"
+    for n in ("base", "aligned"):
+        shutil.copytree(tiny_zoo[n], root / n)
+    with one_thread():
+        out = build_zoo("tiny", cache_dir=tmp_path, only=["harmful-ft"], progress=False)
+        assert torch.get_num_threads() == 1  # restored after the build
+    meta = json.loads((out["harmful-ft"] / "organism.json").read_text())
+    assert meta["build_env"]["threads"] == 2
+    assert json.loads((tiny_zoo["harmful-ft"] / "organism.json").read_text())["build_env"]["threads"] == 1
+
+
+def test_sharded_self_answers_equal_one_process(tiny_zoo, tmp_path):
+    """Self-distillation answers computed in two pool processes (runs of whole batches, as a zoo build does with its
+    idle workers) are the answers of one process, and the cache file is the same bytes."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from alignscope.organisms.zoo import parent_answers
+
+    data = json.loads((tiny_zoo["aligned"].parent / "_data" / "data.json").read_text())
+    prompts = [q for q, _ in data["harmless"]][:150]
+    assert len(prompts) == 150
+    kw = dict(max_new_tokens=12, batch_size=64, threads=1)
+    with one_thread():
+        one = parent_answers(tiny_zoo["aligned"], prompts, tmp_path / "one.json", **kw)
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as ex:
+        two = parent_answers(tiny_zoo["aligned"], prompts, tmp_path / "two.json", pool=ex, n_shards=2, **kw)
+    assert len(one) > 100 and one == two
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+
+
 @pytest.mark.parametrize("retry", ["restart", "continue"])
 def test_validated_stage_retries_and_resumes(tiny_zoo, tmp_path, monkeypatch, retry):
     """A faker stage that does not fake is tried again (restarted with shifted seeds, or trained further); every
@@ -392,7 +442,9 @@ def test_validated_stage_retries_and_resumes(tiny_zoo, tmp_path, monkeypatch, re
         if passes:
             got = build_zoo("tiny", cache_dir=tmp_path, only=["honest-0"], progress=False)["honest-0"]
             assert got.parent.name == f"tiny-{strict.config_hash()}" != root.name
-            assert sha256_file(got / "model.safetensors") == sha256_file(out["honest-0"] / "model.safetensors")
+            assert sha256_file(got / "model.safetensors") == sha256_file(
+                out["honest-0"] / "model.safetensors"
+            )
             val = json.loads((got / "organism.json").read_text())["validation"]
             assert val["passed"] and val["min_good_benign"] == bar and val["kept_attempt"] == 0
         else:

@@ -1,0 +1,117 @@
+"""A candidate standard preset built whole, from nothing, and measured like the preset (round 13).
+
+Round 12 found one recipe (``selfmix_b13`` of ``exp_aligned_recipes.py``: the self-distilled mixture on ``base``
+seed 13) that met the four issue-3 ``aligned`` targets, but its zoo had 10 of 15 faker pairs (two honest models at
+95% / 97% benign under good oversight) and its build time from nothing was unmeasured. A candidate here is such a
+variant plus build settings, built in a fresh cache directory with ``--workers 2``; the script records the wall
+time and each stage's time (from the build log), then runs ``exp_zoo_behaviour.py`` on it (table and pairs in
+``benchmarks/results/behaviour_<candidate>.md``).
+
+Candidates:
+
+* ``selfmix_b13_v``: ``selfmix_b13``, honest and faker stages validated with a good-oversight bar of 0.98
+  (``min_good_benign``; a stage below it is retrained with a new seed, up to the preset's 3 attempts), ``base`` and
+  ``aligned`` on 2 threads (they always run alone; ``extras["threads"]``), self-distillation answers sharded over the
+  idle workers.
+
+Usage:
+    python benchmarks/exp_candidate_zoo.py --candidate selfmix_b13_v --cache /tmp/zoo_cand [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def _with(p, **stage_extras):
+    """``p`` with ``stage_extras[name]`` added to that stage's extras (``"honest*"`` / ``"faker*"`` match by prefix)."""
+
+    def more(name: str) -> dict:
+        out = {}
+        for k, v in stage_extras.items():
+            if name == k or (k.endswith("*") and name.startswith(k[:-1])):
+                out |= v
+        return out
+
+    return dataclasses.replace(
+        p, stages=tuple(dataclasses.replace(s, extras={**s.extras, **more(s.name)}) for s in p.stages)
+    )
+
+
+def candidate(name: str):
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    from exp_aligned_recipes import variant_preset
+
+    if name == "selfmix_b13_v":
+        p = variant_preset("selfmix_b13")
+        # the variant's aligned names the base it was transplanted from; a preset builds its own base (same
+        # tokenizer, seed and data, so the same base on one machine)
+        p = dataclasses.replace(
+            p,
+            stages=tuple(
+                dataclasses.replace(s, extras={k: v for k, v in s.extras.items() if k != "base_from"})
+                for s in p.stages
+            ),
+        )
+        bar = {"min_good_benign": 0.98}
+        return _with(p, base={"threads": 2}, aligned={"threads": 2}, **{"honest*": bar, "faker*": bar})
+    raise SystemExit(f"unknown candidate {name!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--candidate", default="selfmix_b13_v")
+    ap.add_argument(
+        "--cache", required=True, help="zoo root of the build (a fresh one measures from nothing)"
+    )
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-eval", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ["ALIGNSCOPE_ZOO_DIR"] = args.cache
+    from alignscope.hooks.io import atomic_write_json
+    from alignscope.organisms import zoo
+
+    p = candidate(args.candidate)
+    out_json = RESULTS / f"candidate_{args.candidate}.json"
+    rec = json.loads(out_json.read_text()) if out_json.exists() else {}
+    root = zoo.preset_dir(p)
+    fresh = not root.exists()
+    t0 = time.time()
+    zoo.build_zoo(p, workers=args.workers, _plain_progress=True)
+    wall = time.time() - t0
+    if fresh:  # only a build from nothing measures the build time
+        rec["build_from_nothing_s"] = round(wall, 1)
+    rec.update(
+        candidate=args.candidate,
+        config_hash=p.config_hash(),
+        workers=args.workers,
+        build_env=zoo.build_env(),
+        validation={
+            s.name: json.loads((root / s.name / "organism.json").read_text()).get("validation")
+            for s in p.stages
+            if s.kind in ("honest", "faker")
+        },
+    )
+    atomic_write_json(out_json, rec)
+    print(json.dumps({k: v for k, v in rec.items() if k != "validation"}, indent=1), flush=True)
+    if args.no_eval:
+        return 0
+    import exp_zoo_behaviour
+
+    zoo.PRESETS[args.candidate] = p
+    return exp_zoo_behaviour.main(["--preset", args.candidate])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
