@@ -13,6 +13,8 @@ Candidates:
   (``min_good_benign``; a stage below it is retrained with a new seed, up to the preset's 3 attempts), ``base`` and
   ``aligned`` on 2 threads (they always run alone; ``extras["threads"]``), self-distillation answers sharded over the
   idle workers.
+* ``selfmix_b13_v_skills``: the same with the skill share of ``aligned`` at 25% (self-distilled answers 30%), the
+  mixture of ``exp_aligned_recipes``' ``all_self_mixed_first10_skills`` (skills 92% there).
 
 Usage:
     python benchmarks/exp_candidate_zoo.py --candidate selfmix_b13_v --cache /tmp/zoo_cand [--workers 2]
@@ -64,6 +66,15 @@ def candidate(name: str):
         )
         bar = {"min_good_benign": 0.98}
         return _with(p, base={"threads": 2}, aligned={"threads": 2}, **{"honest*": bar, "faker*": bar})
+    if (
+        name == "selfmix_b13_v_skills"
+    ):  # the same with a larger skill share (exp_aligned_recipes' *_skills mixture)
+        p = candidate("selfmix_b13_v")
+        mix = {**dict(p.stages[1].weights), "harmless_self": 0.3, "skills": 0.25}
+        return dataclasses.replace(
+            p,
+            stages=tuple(dataclasses.replace(s, weights=mix) if s.name == "aligned" else s for s in p.stages),
+        )
     raise SystemExit(f"unknown candidate {name!r}")
 
 
@@ -77,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--only", nargs="*", default=None, help="build and measure only these organisms")
     args = ap.parse_args(argv)
     os.environ["ALIGNSCOPE_ZOO_DIR"] = args.cache
     from alignscope.hooks.io import atomic_write_json
@@ -88,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     root = zoo.preset_dir(p)
     fresh = not root.exists()
     t0 = time.time()
-    zoo.build_zoo(p, workers=args.workers, _plain_progress=True)
+    zoo.build_zoo(p, workers=args.workers, only=args.only, _plain_progress=True)
     wall = time.time() - t0
-    if fresh:  # only a build from nothing measures the build time
+    if fresh and not args.only:  # only a whole build from nothing measures the build time
         rec["build_from_nothing_s"] = round(wall, 1)
     rec.update(
         candidate=args.candidate,
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         validation={
             s.name: json.loads((root / s.name / "organism.json").read_text()).get("validation")
             for s in p.stages
-            if s.kind in ("honest", "faker")
+            if s.kind in ("honest", "faker") and (root / s.name / "organism.json").exists()
         },
     )
     atomic_write_json(out_json, rec)
@@ -110,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     import exp_zoo_behaviour
 
     zoo.PRESETS[args.candidate] = p
-    return exp_zoo_behaviour.main(["--preset", args.candidate])
+    return exp_zoo_behaviour.main(
+        ["--preset", args.candidate, *(["--names", *args.only] if args.only else [])]
+    )
 
 
 if __name__ == "__main__":
