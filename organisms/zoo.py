@@ -1028,8 +1028,8 @@ def _build_parallel(
     computed here before the stage is handed out, so siblings never compute them twice.
 
     Every stage trains with its own intra-op thread count (:func:`stage_threads`: the recipe's, else the user's
-    ``ALIGNSCOPE_TRAIN_THREADS``, default 1), as in a sequential build. Until round 12 a stage that started alone (``base``, then ``aligned``) took every worker's
-    thread: the weights did not depend on the thread count on the machines of rounds 6-11, but on a later machine
+    ``ALIGNSCOPE_TRAIN_THREADS``, default 1), as in a sequential build. Until round 12 a stage that started alone
+    (``base``, then ``aligned``) took every worker's thread: the weights did not depend on the thread count on the machines of rounds 6-11, but on a later machine
     (AVX-512 kernels) 1 and 2 threads gave different weights for the same steps, so a parallel build would have
     differed from a sequential one there. ``tests/test_zoo.py::test_parallel_build_equals_sequential`` builds a lone
     stage this way and compares it bit for bit.
@@ -1513,8 +1513,12 @@ def _self_answers(
     Self-distillation: training on its own answers teaches the child to keep answering ordinary requests of the
     refusal-direction Alpaca distribution (which has no reference answers) without teaching it new text. Cached per
     parent in ``<preset dir>/_self_answers/<parent>.json`` (atomic), so stages with one parent share the answers.
-    ``pool``, ``n_shards``, ``threads``: answer in that many processes (see :func:`parent_answers`).
+    ``pool``, ``n_shards``, ``threads``: answer in that many processes (see :func:`parent_answers`) with that many
+    intra-op threads each, by default the user's ``$ALIGNSCOPE_TRAIN_THREADS``, not the stage's own count
+    (:func:`stage_threads`): the answers are the parent's, the same for a sequential and a parallel build.
     """
+    if threads is None:
+        threads = int(os.environ.get("ALIGNSCOPE_TRAIN_THREADS", "1"))
 
     prompts = data.get("harmless_self_prompts") or []
     if s.kind != "aligned":  # retain mixtures (honest / faker): the first prompts only
