@@ -15,6 +15,7 @@ Candidates:
   idle workers.
 * ``selfmix_b13_v_skills``: the same with the skill share of ``aligned`` at 25% (self-distilled answers 30%), the
   mixture of ``exp_aligned_recipes``' ``all_self_mixed_first10_skills`` (skills 92% there).
+* ``<candidate>_aseed<k>``: a candidate with ``aligned`` seed ``k`` (the preset's is 1).
 
 Usage:
     python benchmarks/exp_candidate_zoo.py --candidate selfmix_b13_v --cache /tmp/zoo_cand [--workers 2]
@@ -74,6 +75,13 @@ def candidate(name: str):
         return dataclasses.replace(
             p,
             stages=tuple(dataclasses.replace(s, weights=mix) if s.name == "aligned" else s for s in p.stages),
+        )
+    if "_aseed" in name:  # <candidate>_aseed<k>: the same with aligned seed k (the run-to-run spread)
+        base, k = name.rsplit("_aseed", 1)
+        p = candidate(base)
+        return dataclasses.replace(
+            p,
+            stages=tuple(dataclasses.replace(s, seed=int(k)) if s.name == "aligned" else s for s in p.stages),
         )
     raise SystemExit(f"unknown candidate {name!r}")
 
