@@ -4,13 +4,15 @@ Round 12 found one recipe (``selfmix_b13`` of ``exp_aligned_recipes.py``: the se
 seed 13) that met the four issue-3 ``aligned`` targets, but its zoo had 10 of 15 faker pairs (two honest models at
 95% / 97% benign under good oversight) and its build time from nothing was unmeasured. A candidate here is such a
 variant plus build settings, built in a fresh cache directory with ``--workers 2``; the script records the wall
-time and each stage's time (from the build log), then runs ``exp_zoo_behaviour.py`` on it (table and pairs in
-``benchmarks/results/behaviour_<candidate>.md``).
+time of a whole build from nothing and every honest/faker stage's validation attempts in
+``benchmarks/results/candidate_<candidate>.json`` (each stage's time is in the build log), then runs
+``exp_zoo_behaviour.py`` on it (table and pairs in ``benchmarks/results/behaviour_<candidate>.md``).
 
 Candidates:
 
 * ``selfmix_b13_v``: ``selfmix_b13``, honest and faker stages validated with a good-oversight bar of 0.98
-  (``min_good_benign``; a stage below it is retrained with a new seed, up to the preset's 3 attempts), ``base`` and
+  (``min_good_benign``; below it an honest stage is retrained with a new seed, a faker trained 1,000 more steps, up
+  to the preset's 3 attempts), ``base`` and
   ``aligned`` on 2 threads (they always run alone; ``extras["threads"]``), self-distillation answers sharded over the
   idle workers.
 * ``selfmix_b13_v_skills``: the same with the skill share of ``aligned`` at 25% (self-distilled answers 30%), the
