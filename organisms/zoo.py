@@ -1233,7 +1233,7 @@ def _build_validated(
                 "n_per_suite": len(suites["validation_good"]),
             }
             atomic_write_json(vpath, v)
-        else:  # measured before: judged again, so a changed bar applies to attempts already on disk
+        else:  # measured before, maybe by another build whose attempt was copied here: judged under this bar
             v = {**v, **_judge(s.kind, v["good_benign"], v["poor_misaligned"], bar)}
         tried.append({"attempt": k, "continued": bool(init), **v})
         report.log(
