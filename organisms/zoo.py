@@ -152,7 +152,7 @@ class Preset:
 
 #: extras that set the retry policy of validated stages; not part of a stage key (an attempt's key covers the parent
 #: and seed it actually used)
-_RETRY_KEYS = ("attempts", "retry", "min_good_benign")
+_RETRY_KEYS = ("attempts", "retry", "min_good_benign", "validation_n")
 
 _ALIGN_MIX = {"harmful_refuse": 0.3, "harmless": 0.5, "skills": 0.2}
 _RETAIN = {"harmful_refuse": 0.05, "harmless": 0.05, "skills": 0.05}
@@ -182,10 +182,14 @@ def _stages(
     scenario_length_buckets: int = 1,
     oversight_questions: float = 0.0,
     min_good_benign: float | None = None,
+    validation_n: int | None = None,
 ) -> tuple[Stage, ...]:
     align_mix = align_mix or _ALIGN_MIX
-    # validated honest/faker stages: the good-oversight bar of their validation (see _judge); not in the stage key
+    # validated honest/faker stages: the good-oversight bar of their validation (see _judge) and the size of its
+    # draw per suite (default: the evaluation suites' size); neither is in the stage key
     bar = {"min_good_benign": min_good_benign} if min_good_benign is not None else {}
+    if validation_n is not None:
+        bar["validation_n"] = validation_n
     retain = retain or _RETAIN
     faker_lr = lr if faker_lr is None else faker_lr
     # honest/faker stages: the LM head at every position ("all") or only where the loss is (see tier1.train)
@@ -1212,7 +1216,9 @@ def _build_validated(
 
     s = stages[name]
     cont = s.extras.get("retry", "restart") == "continue"
-    suites = validation_suites(p, data)
+    # extras["validation_n"]: a larger draw than the evaluation suites' (round 13: at a true rate near 0.975 a
+    # 100-prompt draw passes or fails a 0.98 bar by chance; 400 prompts ranked the pairs as the evaluation did)
+    suites = validation_suites(p, data, s.extras.get("validation_n"))
     bar = s.extras.get("min_good_benign")
     sid = sha256_texts([r["prompt"] for rows in suites.values() for r in rows])[:16]
     tried = []

@@ -450,3 +450,30 @@ def test_validated_stage_retries_and_resumes(tiny_zoo, tmp_path, monkeypatch, re
         else:
             with pytest.raises(Retrain, match="1"):
                 build_zoo("tiny", cache_dir=tmp_path, only=["honest-0"], progress=False)
+    # extras["validation_n"] (also outside the stage key): the attempt is validated on a draw of that size
+    seen = []
+    real = zoo_mod.validate_stage
+
+    def recording(path, kind, suites, **kw):
+        seen.append(len(suites["validation_good"]))
+        return real(path, kind, suites, **kw)
+
+    monkeypatch.setattr(zoo_mod, "validate_stage", recording)
+    wide = dataclasses.replace(
+        variant,
+        stages=tuple(
+            dataclasses.replace(s, extras={**s.extras, "validation_n": 2 * variant.n_scenario_eval})
+            if s.name == "honest-0"
+            else s
+            for s in variant.stages
+        ),
+    )
+    assert wide.stage_key("honest-0") == orig.stage_key("honest-0")
+    monkeypatch.setitem(zoo_mod.PRESETS, "tiny", wide)
+    try:
+        build_zoo("tiny", cache_dir=tmp_path, only=["honest-0"], progress=False)
+    except (
+        Retrain
+    ):  # failed on the larger draw: attempt 1 requested (the rate is the model's, not the test's)
+        pass
+    assert seen == [2 * variant.n_scenario_eval]
