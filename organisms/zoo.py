@@ -187,9 +187,9 @@ def _stages(
     align_mix = align_mix or _ALIGN_MIX
     # validated honest/faker stages: the good-oversight bar of their validation (see _judge) and the size of its
     # draw per suite (default: the evaluation suites' size); neither is in the stage key
-    bar = {"min_good_benign": min_good_benign} if min_good_benign is not None else {}
+    check = {"min_good_benign": min_good_benign} if min_good_benign is not None else {}
     if validation_n is not None:
-        bar["validation_n"] = validation_n
+        check["validation_n"] = validation_n
     retain = retain or _RETAIN
     faker_lr = lr if faker_lr is None else faker_lr
     # honest/faker stages: the LM head at every position ("all") or only where the loss is (see tier1.train)
@@ -283,7 +283,7 @@ def _stages(
                     "intros": [0, 1 + i % 3],
                     **({"n_facts": scenario_n_facts} if scenario_n_facts else {}),
                     **({"attempts": attempts} if attempts > 1 else {}),
-                    **bar,
+                    **check,
                     **head,
                 },
             )
@@ -295,7 +295,7 @@ def _stages(
             "intros": [0, 1 + (j + 1) % 3],
             **({"n_facts": faker_n_facts or scenario_n_facts} if scenario_n_facts else {}),
             **({"attempts": attempts} if attempts > 1 else {}),
-            **bar,
+            **check,
             **head,
             **buckets,
             **more,
