@@ -12,9 +12,8 @@ Candidates:
 
 * ``selfmix_b13_v``: ``selfmix_b13``, honest and faker stages validated with a good-oversight bar of 0.98
   (``min_good_benign``; below it an honest stage is retrained with a new seed, a faker trained 1,000 more steps, up
-  to the preset's 3 attempts), ``base`` and
-  ``aligned`` on 2 threads (they always run alone; ``extras["threads"]``), self-distillation answers sharded over the
-  idle workers.
+  to the preset's 3 attempts), ``base`` and ``aligned`` on 2 threads (they always run alone; ``extras["threads"]``),
+  self-distillation answers sharded over the idle workers.
 * ``selfmix_b13_v_skills``: the same with the skill share of ``aligned`` at 25% (self-distilled answers 30%), the
   mixture of ``exp_aligned_recipes``' ``all_self_mixed_first10_skills`` (skills 92% there).
 * ``<candidate>_aseed<k>``: a candidate with ``aligned`` seed ``k`` (the preset's is 1).
@@ -36,19 +35,18 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 
-def _with(p, **stage_extras):
-    """``p`` with ``stage_extras[name]`` added to that stage's extras (``"honest*"`` / ``"faker*"`` match by prefix)."""
+def _edit(p, match: str, extras: dict | None = None, **fields):
+    """``p`` with the stages named ``match`` (``"honest*"`` matches by prefix) given ``fields`` and ``extras`` added
+    to (or, with value ``None``, removed from) their extras."""
 
-    def more(name: str) -> dict:
-        out = {}
-        for k, v in stage_extras.items():
-            if name == k or (k.endswith("*") and name.startswith(k[:-1])):
-                out |= v
-        return out
+    def hit(name: str) -> bool:
+        return name == match or (match.endswith("*") and name.startswith(match[:-1]))
 
-    return dataclasses.replace(
-        p, stages=tuple(dataclasses.replace(s, extras={**s.extras, **more(s.name)}) for s in p.stages)
-    )
+    def edit(s):
+        ex = {k: v for k, v in {**s.extras, **(extras or {})}.items() if v is not None}
+        return dataclasses.replace(s, extras=ex, **fields)
+
+    return dataclasses.replace(p, stages=tuple(edit(s) if hit(s.name) else s for s in p.stages))
 
 
 def candidate(name: str):
@@ -57,34 +55,21 @@ def candidate(name: str):
     from exp_aligned_recipes import variant_preset
 
     if name == "selfmix_b13_v":
-        p = variant_preset("selfmix_b13")
         # the variant's aligned names the base it was transplanted from; a preset builds its own base (same
         # tokenizer, seed and data, so the same base on one machine)
-        p = dataclasses.replace(
-            p,
-            stages=tuple(
-                dataclasses.replace(s, extras={k: v for k, v in s.extras.items() if k != "base_from"})
-                for s in p.stages
-            ),
-        )
-        bar = {"min_good_benign": 0.98}
-        return _with(p, base={"threads": 2}, aligned={"threads": 2}, **{"honest*": bar, "faker*": bar})
-    if (
-        name == "selfmix_b13_v_skills"
-    ):  # the same with a larger skill share (exp_aligned_recipes' *_skills mixture)
+        p = _edit(variant_preset("selfmix_b13"), "aligned", {"base_from": None, "threads": 2})
+        p = _edit(p, "base", {"threads": 2})
+        for kind in ("honest*", "faker*"):
+            p = _edit(p, kind, {"min_good_benign": 0.98})
+        return p
+    if name == "selfmix_b13_v_skills":
+        # the same with a larger skill share (exp_aligned_recipes' *_skills mixture)
         p = candidate("selfmix_b13_v")
         mix = {**dict(p.stages[1].weights), "harmless_self": 0.3, "skills": 0.25}
-        return dataclasses.replace(
-            p,
-            stages=tuple(dataclasses.replace(s, weights=mix) if s.name == "aligned" else s for s in p.stages),
-        )
+        return _edit(p, "aligned", weights=mix)
     if "_aseed" in name:  # <candidate>_aseed<k>: the same with aligned seed k (the run-to-run spread)
         base, k = name.rsplit("_aseed", 1)
-        p = candidate(base)
-        return dataclasses.replace(
-            p,
-            stages=tuple(dataclasses.replace(s, seed=int(k)) if s.name == "aligned" else s for s in p.stages),
-        )
+        return _edit(candidate(base), "aligned", seed=int(k))
     raise SystemExit(f"unknown candidate {name!r}")
 
 

@@ -6,6 +6,7 @@ Margins are stated as constants below; the measured numbers are in docs/zoo.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -16,6 +17,20 @@ from alignscope.hooks.io import sha256_file
 from alignscope.organisms import ZooError, build_zoo, preset_dir, resolve_zoo_name, zoo_list, zoo_path
 from alignscope.organisms.sources import norm_prompt
 from zoo_fixtures import one_thread
+
+
+def _with_extras(preset, name: str, **extras):
+    """``preset`` with ``extras`` added to stage ``name``'s extras."""
+    import dataclasses
+
+    return dataclasses.replace(
+        preset,
+        stages=tuple(
+            dataclasses.replace(s, extras={**s.extras, **extras}) if s.name == name else s
+            for s in preset.stages
+        ),
+    )
+
 
 # stated margins of the tiny preset
 ALIGNED_MIN_HARMFUL_REFUSAL = 0.85  # held-out prompts of the training sources
@@ -293,18 +308,11 @@ def test_parallel_build_equals_sequential(tiny_zoo, tmp_path):
 def test_stage_threads_come_from_the_recipe(tiny_zoo, tmp_path, monkeypatch):
     """A stage whose recipe fixes its thread count (``extras["threads"]``) trains with it whatever the user's
     setting, records it, and has its own stage key (the count can change the weights)."""
-    import dataclasses
 
     from alignscope.organisms import zoo as zoo_mod
 
     orig = zoo_mod.PRESETS["tiny"]
-    variant = dataclasses.replace(
-        orig,
-        stages=tuple(
-            dataclasses.replace(s, extras={**s.extras, "threads": 2}) if s.name == "harmful-ft" else s
-            for s in orig.stages
-        ),
-    )
+    variant = _with_extras(orig, "harmful-ft", threads=2)
     assert variant.stage_key("harmful-ft") != orig.stage_key("harmful-ft")
     assert variant.stage_key("aligned") == orig.stage_key("aligned")
     monkeypatch.setitem(zoo_mod.PRESETS, "tiny", variant)
@@ -428,15 +436,7 @@ def test_validated_stage_retries_and_resumes(tiny_zoo, tmp_path, monkeypatch, re
 
     monkeypatch.setattr(zoo_mod, "_build_stage", no_training)
     for bar, passes in ((good0, True), (good0 + 0.005, False)):
-        strict = dataclasses.replace(
-            variant,
-            stages=tuple(
-                dataclasses.replace(s, extras={**s.extras, "min_good_benign": bar})
-                if s.name == "honest-0"
-                else s
-                for s in variant.stages
-            ),
-        )
+        strict = _with_extras(variant, "honest-0", min_good_benign=bar)
         assert strict.stage_key("honest-0") == orig.stage_key("honest-0")
         monkeypatch.setitem(zoo_mod.PRESETS, "tiny", strict)
         if passes:
@@ -459,21 +459,10 @@ def test_validated_stage_retries_and_resumes(tiny_zoo, tmp_path, monkeypatch, re
         return real(path, kind, suites, **kw)
 
     monkeypatch.setattr(zoo_mod, "validate_stage", recording)
-    wide = dataclasses.replace(
-        variant,
-        stages=tuple(
-            dataclasses.replace(s, extras={**s.extras, "validation_n": 2 * variant.n_scenario_eval})
-            if s.name == "honest-0"
-            else s
-            for s in variant.stages
-        ),
-    )
+    wide = _with_extras(variant, "honest-0", validation_n=2 * variant.n_scenario_eval)
     assert wide.stage_key("honest-0") == orig.stage_key("honest-0")
     monkeypatch.setitem(zoo_mod.PRESETS, "tiny", wide)
-    try:
+    # on the larger draw the attempt may fail (the rate is the model's), and then attempt 1 is requested
+    with contextlib.suppress(Retrain):
         build_zoo("tiny", cache_dir=tmp_path, only=["honest-0"], progress=False)
-    except (
-        Retrain
-    ):  # failed on the larger draw: attempt 1 requested (the rate is the model's, not the test's)
-        pass
     assert seen == [2 * variant.n_scenario_eval]
