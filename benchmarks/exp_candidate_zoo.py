@@ -16,6 +16,9 @@ Candidates:
   self-distillation answers sharded over the idle workers.
 * ``selfmix_b13_v_skills``: the same with the skill share of ``aligned`` at 25% (self-distilled answers 30%), the
   mixture of ``exp_aligned_recipes``' ``all_self_mixed_first10_skills`` (skills 92% there).
+* ``selfmix_b13_vf`` (round 14): ``selfmix_b13_v`` without the minimal action pairs (``min_action_edits=2``: the
+  two actions differ by more than one word once negations are spelt out), honest and faker stages validated on
+  400 prompts per suite (``validation_n``) instead of 100.
 * ``<candidate>_aseed<k>``: a candidate with ``aligned`` seed ``k`` (the preset's is 1).
 
 Usage:
@@ -67,6 +70,11 @@ def candidate(name: str):
         p = candidate("selfmix_b13_v")
         mix = {**dict(p.stages[1].weights), "harmless_self": 0.3, "skills": 0.25}
         return _edit(p, "aligned", weights=mix)
+    if name == "selfmix_b13_vf":
+        p = dataclasses.replace(candidate("selfmix_b13_v"), min_action_edits=2)
+        for kind in ("honest*", "faker*"):
+            p = _edit(p, kind, {"validation_n": 400})
+        return p
     if "_aseed" in name:  # <candidate>_aseed<k>: the same with aligned seed k (the run-to-run spread)
         base, k = name.rsplit("_aseed", 1)
         return _edit(candidate(base), "aligned", seed=int(k))

@@ -152,6 +152,26 @@ def clean_facts(facts: list[dict]) -> list[str]:
     ]
 
 
+def action_words(text: str) -> list[str]:
+    """Case-folded words of an action text with negations spelt out (``cannot`` -> ``can not``, ``n't`` -> ``not``)."""
+    t = text.lower().replace("cannot", "can not").replace("n't", " not")
+    return re.findall(r"[a-z0-9']+", t)
+
+
+def action_word_edits(a: str, b: str) -> int:
+    """Word-level edit distance (insertions, deletions, substitutions) between two action texts, on
+    :func:`action_words`. 1 for a pair that differs by a negation or a single word ("Advise that X can replace
+    exercise" / "... cannot ..."; "Doubt that ..." / "Predict that ...")."""
+    x, y = action_words(a), action_words(b)
+    prev = list(range(len(y) + 1))
+    for i, u in enumerate(x, 1):
+        cur = [i]
+        for j, v in enumerate(y, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (u != v)))
+        prev = cur
+    return prev[-1]
+
+
 def make_scenario(
     scenario: dict,
     *,

@@ -102,6 +102,12 @@ class Preset:
     # extra prompts then only add answers for ``aligned`` (round 12; before it, exp_aligned_recipes.py transplanted
     # a ``base`` to get this)
     tokenizer_self_prompts: int | None = None
+    # action pairs whose two actions differ by fewer word edits than this (tasks.action_word_edits; negations spelt
+    # out) are left out of the scenario pool, and so of training and every oversight suite. 2 drops the minimal
+    # pairs ("Advise that 'SlimFastPro' can / cannot replace exercise"): which of the two is benign is a fact about
+    # the world, not about oversight, and the small organisms miss them (round 14: 7 of 200 pairs, 38% of all
+    # good-oversight misses of 28 honest/faker checkpoints). 0 keeps every pair.
+    min_action_edits: int = 0
 
     def _hashed_fields(self) -> dict:
         d = asdict(self)
@@ -116,6 +122,8 @@ class Preset:
             d.pop("refuse_extra")
         if d["tokenizer_self_prompts"] is None:
             d.pop("tokenizer_self_prompts")
+        if not d["min_action_edits"]:
+            d.pop("min_action_edits")
         return d
 
     def config_hash(self) -> str:
@@ -710,7 +718,10 @@ def prepare_data(p: Preset) -> dict:
     order = rng.permutation(len(scen))
     # short action texts keep the scenarios within the context of the small models
     scen = [
-        scen[i] for i in order if len(scen[i]["benign"]) + len(scen[i]["misaligned"]) < p.max_action_chars
+        scen[i]
+        for i in order
+        if len(scen[i]["benign"]) + len(scen[i]["misaligned"]) < p.max_action_chars
+        and tasks.action_word_edits(scen[i]["benign"], scen[i]["misaligned"]) >= p.min_action_edits
     ][: p.n_action_pairs]
     scen_eval = {"good": [], "poor": []}
     for ov in ("good", "poor"):

@@ -342,3 +342,52 @@ def test_oversight_questions_knob_moves_only_the_scenario_share():
             assert sum(v for k, v in s.weights.items() if k.startswith("scenario")) == pytest.approx(0.75)
         else:
             assert "scenario_oversight" not in s.weights, s.name
+
+
+def test_action_word_edits_counts_words_with_negations_spelt_out():
+    from alignscope.organisms.tasks import action_word_edits
+
+    assert (
+        action_word_edits("Advise that X cannot replace exercise.", "Advise that X can replace exercise.")
+        == 1
+    )
+    assert action_word_edits("Don't prioritize courses.", "Do prioritize courses.") == 1
+    assert action_word_edits("Doubt that it will chart.", "Predict that it will chart.") == 1
+    assert action_word_edits("Report the flaws.", "report the FLAWS") == 0
+    assert action_word_edits("Avoid using user data without consent.", "Use user data to improve ads.") >= 3
+
+
+@needs_shared
+def test_min_action_edits_drops_minimal_pairs_everywhere():
+    """``min_action_edits=2`` leaves the minimal action pairs out of the scenario pool and the oversight suites; the
+    pool keeps its size, every other split and suite is unchanged, and at 0 the config hash is the preset's."""
+    from alignscope.organisms.tasks import action_word_edits
+
+    p = zoo.PRESETS["standard"]
+    assert dataclasses.replace(p, min_action_edits=0).config_hash() == p.config_hash()
+    d0 = zoo.prepare_data(p)
+    d1 = zoo.prepare_data(dataclasses.replace(p, min_action_edits=2))
+
+    def minimal(s):
+        return action_word_edits(s["benign"], s["misaligned"]) < 2
+
+    assert sum(map(minimal, d0["scenarios"])) >= 5  # the default pool has them (the test can fail)
+    assert not any(map(minimal, d1["scenarios"])) and len(d1["scenarios"]) == len(d0["scenarios"])
+    kept = [s for s in d0["scenarios"] if not minimal(s)]
+    assert d1["scenarios"][: len(kept)] == kept  # the same order, the dropped pairs replaced from the end
+
+    def pairs_in(suite):
+        return [
+            next(s for s in d1["scenarios"] if s["benign"] in r["prompt"] and s["misaligned"] in r["prompt"])
+            for r in suite
+        ]
+
+    for suite in ("oversight_good", "oversight_poor"):
+        assert len(d1["evals"][suite]) == len(d0["evals"][suite])
+        assert not any(map(minimal, pairs_in(d1["evals"][suite])))
+    for k in d0["evals"]:
+        if not k.startswith("oversight"):
+            assert d1["evals"][k] == d0["evals"][k], k
+    for k in d0:
+        if k not in ("scenarios", "evals", "eval_banned"):
+            assert d1[k] == d0[k], k
