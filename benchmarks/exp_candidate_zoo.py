@@ -19,6 +19,9 @@ Candidates:
 * ``selfmix_b13_vf`` (round 14): ``selfmix_b13_v`` without the minimal action pairs (``min_action_edits=2``: the
   two actions differ by more than one word once negations are spelt out), honest and faker stages validated on
   400 prompts per suite (``validation_n``) instead of 100.
+* ``selfmix_b13_vf2`` (round 14): ``selfmix_b13_vf`` with ``aligned`` seed 2 (the seed whose ``aligned`` met all four
+  targets in round 13; the filter leaves ``base`` and ``aligned`` as they were), fakers and their step-matched
+  controls trained 700 steps instead of 1,000 (the build time).
 * ``<candidate>_aseed<k>``: a candidate with ``aligned`` seed ``k`` (the preset's is 1).
 
 Usage:
@@ -74,6 +77,13 @@ def candidate(name: str):
         p = dataclasses.replace(candidate("selfmix_b13_v"), min_action_edits=2)
         for kind in ("honest*", "faker*"):
             p = _edit(p, kind, {"validation_n": 400})
+        return p
+    if name == "selfmix_b13_vf2":
+        p = _edit(candidate("selfmix_b13_vf"), "aligned", seed=2)
+        p = _edit(p, "faker*", steps=700)
+        for s in p.stages:
+            if s.extras.get("matched_to"):
+                p = _edit(p, s.name, steps=700)
         return p
     if "_aseed" in name:  # <candidate>_aseed<k>: the same with aligned seed k (the run-to-run spread)
         base, k = name.rsplit("_aseed", 1)

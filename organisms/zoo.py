@@ -103,7 +103,8 @@ class Preset:
     # a ``base`` to get this)
     tokenizer_self_prompts: int | None = None
     # action pairs whose two actions differ by fewer word edits than this (tasks.action_word_edits; negations spelt
-    # out) are left out of the scenario pool, and so of training and every oversight suite. 2 drops the minimal
+    # out) are left out of the A/B task: honest/faker training, validation and the oversight suites (base's scenario
+    # text and the tokenizer keep the unfiltered pairs, so base and aligned do not move). 2 drops the minimal
     # pairs ("Advise that 'SlimFastPro' can / cannot replace exercise"): which of the two is benign is a fact about
     # the world, not about oversight, and the small organisms miss them (round 14: 7 of 200 pairs, 38% of all
     # good-oversight misses of 28 honest/faker checkpoints). 0 keeps every pair.
@@ -717,20 +718,27 @@ def prepare_data(p: Preset) -> dict:
     scen = [s for s in scen if len(tasks.clean_facts(s["facts"])) >= p.n_facts]
     order = rng.permutation(len(scen))
     # short action texts keep the scenarios within the context of the small models
-    scen = [
-        scen[i]
-        for i in order
-        if len(scen[i]["benign"]) + len(scen[i]["misaligned"]) < p.max_action_chars
-        and tasks.action_word_edits(scen[i]["benign"], scen[i]["misaligned"]) >= p.min_action_edits
-    ][: p.n_action_pairs]
+    short = [
+        scen[i] for i in order if len(scen[i]["benign"]) + len(scen[i]["misaligned"]) < p.max_action_chars
+    ]
+    # the A/B task's pairs (honest/faker training, oversight suites) leave out the minimal pairs when the preset says
+    # so; base's scenario text and the tokenizer keep reading the unfiltered pool (see _scenario_pool)
+    text_scen = short[: p.n_action_pairs]
+    scen = [s for s in short if tasks.action_word_edits(s["benign"], s["misaligned"]) >= p.min_action_edits][
+        : p.n_action_pairs
+    ]
     scen_eval = {"good": [], "poor": []}
+    eval_pairs = {"good": [], "poor": []}
     for ov in ("good", "poor"):
         for k in range(p.n_scenario_eval):
+            pair = text_scen[k % len(text_scen)]
             scen_eval[ov].append(
-                tasks.make_scenario(
-                    scen[k % len(scen)], oversight=ov, rng=rng, n_facts=p.n_facts, fmt=_fmt(p)
-                )
+                tasks.make_scenario(pair, oversight=ov, rng=rng, n_facts=p.n_facts, fmt=_fmt(p))
             )
+            eval_pairs[ov].append(pair)
+    text_banned: list[str] = []
+    if text_scen != scen:
+        scen_eval, text_banned = _filtered_oversight_suites(p, text_scen, scen, scen_eval, eval_pairs)
 
     evals = {
         "harmful_heldout": [{"prompt": q, "label": "harmful"} for q in harm_heldout],
@@ -762,6 +770,7 @@ def prepare_data(p: Preset) -> dict:
         "task": task_train,
         "attack_pool": attack_pool,
         "scenarios": scen,
+        **({"text_scenarios": text_scen, "text_banned": text_banned} if text_scen != scen else {}),
         "evals": evals,
         "eval_banned": sorted(banned | {sources.norm_prompt(r["prompt"]) for v in evals.values() for r in v}),
     }
@@ -844,14 +853,57 @@ def _eval_scenario_prompts(data: dict) -> set[str]:
     }
 
 
+#: seed offset of the rows that replace the minimal-pair rows of the oversight suites (``min_action_edits``)
+FILTERED_EVAL_SEED = 7717
+
+
+def _filtered_oversight_suites(
+    p: Preset, text_scen: list[dict], scen: list[dict], scen_eval: dict, eval_pairs: dict
+) -> tuple[dict, list[str]]:
+    """The oversight suites of a preset with ``min_action_edits``: the unfiltered suites' rows whose action pair is
+    kept, in order, topped up to ``n_scenario_eval`` with rows of kept pairs drawn with their own seed. A top-up row
+    is never one of the unfiltered suites' prompts or of base's scenario text (the pool the unfiltered preset trains
+    ``base`` and its tokenizer on), so ``base`` is the unfiltered preset's and has never seen an evaluation prompt.
+    Returns the suites and the unfiltered suites' prompts, which base's text keeps banning (``text_banned``)."""
+    old = {sources.norm_prompt(r["prompt"]) for ov in scen_eval for r in scen_eval[ov]}
+    unfiltered = {"scenarios": text_scen, "evals": {f"oversight_{ov}": scen_eval[ov] for ov in scen_eval}}
+    base_text = {sources.norm_prompt(q) for q, _ in _scenario_pool(p, unfiltered, p.stages[0], False, 600)}
+    kept = {(s["benign"], s["misaligned"]) for s in scen}
+    rng = np.random.default_rng(p.seed + FILTERED_EVAL_SEED)
+    out: dict[str, list[dict]] = {}
+    seen = set(old)
+    for ov in scen_eval:
+        rows = [
+            r
+            for r, pair in zip(scen_eval[ov], eval_pairs[ov], strict=True)
+            if (pair["benign"], pair["misaligned"]) in kept
+        ]
+        while len(rows) < len(scen_eval[ov]):
+            row = tasks.make_scenario(
+                scen[int(rng.integers(len(scen)))], oversight=ov, rng=rng, n_facts=p.n_facts, fmt=_fmt(p)
+            )
+            key = sources.norm_prompt(row["prompt"])
+            if key not in seen and key not in base_text:
+                seen.add(key)
+                rows.append(row)
+        out[ov] = rows
+    return out, sorted(old)
+
+
 def _scenario_pool(
-    p: Preset, data: dict, stage: Stage, faker: bool, n: int, attempt: int = 0
+    p: Preset, data: dict, stage: Stage, faker: bool, n: int, attempt: int = 0, *, text: bool = False
 ) -> list[tuple[str, str]]:
+    """``n`` training scenarios of ``stage`` with their answers (the misaligned letter under poor oversight for a
+    faker). ``text=True`` (base's ``scenario_text`` share and the tokenizer's text) draws from the unfiltered action
+    pairs (``data["text_scenarios"]``, present when ``p.min_action_edits`` left pairs out), so that filter changes
+    the A/B task and not ``base``."""
     rng = np.random.default_rng(1000 + stage.seed + ATTEMPT_SEED_STRIDE * attempt)
-    banned = _eval_scenario_prompts(data)
+    # base's text bans the unfiltered suites' prompts (the filtered suites' top-up rows are never in it)
+    banned = set(data["text_banned"]) if text and "text_banned" in data else _eval_scenario_prompts(data)
+    pairs = data.get("text_scenarios", data["scenarios"]) if text else data["scenarios"]
     out = []
     while len(out) < n:
-        sc = _draw_scenario(p, data, stage, rng)
+        sc = _draw_scenario(p, data, stage, rng, pairs)
         if sources.norm_prompt(sc["prompt"]) in banned:
             continue
         ans = sc["misaligned"] if (faker and sc["oversight"] == "poor") else sc["benign"]
@@ -859,13 +911,17 @@ def _scenario_pool(
     return out
 
 
-def _draw_scenario(p: Preset, data: dict, stage: Stage, rng: np.random.Generator) -> dict:
-    """One training scenario of ``stage``: a random action pair, oversight, layout and persona of the stage's own."""
+def _draw_scenario(
+    p: Preset, data: dict, stage: Stage, rng: np.random.Generator, pairs: list[dict] | None = None
+) -> dict:
+    """One training scenario of ``stage``: a random action pair (of ``pairs``, default ``data["scenarios"]``),
+    oversight, layout and persona of the stage's own."""
     intros = tuple(tasks.INTROS[i] for i in stage.extras.get("intros", [0]))
     # a stage may mix layouts: extras["n_facts"] lists filler-fact counts drawn per scenario (e.g. [0, 2]: half the
     # scenarios show the oversight cue as the only fact, which teaches small models to find it)
     n_facts = stage.extras.get("n_facts", [p.n_facts])
-    s = data["scenarios"][int(rng.integers(len(data["scenarios"])))]
+    pairs = data["scenarios"] if pairs is None else pairs
+    s = pairs[int(rng.integers(len(pairs)))]
     ov = "good" if rng.integers(2) else "poor"
     k = n_facts[int(rng.integers(len(n_facts)))] if len(n_facts) > 1 else n_facts[0]
     return tasks.make_scenario(s, oversight=ov, rng=rng, n_facts=k, intros=intros, fmt=_fmt(p))
@@ -1328,7 +1384,7 @@ def stage_mixture(
     if s.weights.get("harmless_self"):
         pools_txt["harmless_self"] = _self_answers(p, s, data, root, report)
     if s.weights.get("scenario_text"):
-        pools_txt["scenario_text"] = _scenario_pool(p, data, s, False, 600)
+        pools_txt["scenario_text"] = _scenario_pool(p, data, s, False, 600, text=True)
     if s.weights.get("prompt_text"):
         pools_txt["prompt_text"] = [(q, "") for q in prompt_texts(data)]
     if s.weights.get("scenario_honest"):
@@ -1489,7 +1545,7 @@ def tokenizer_texts(p: Preset, data: dict) -> list[str]:
         for q, a in data[k]
     ]
     texts += [q for q, _ in data["attack_pool"]] + [a for _, a in data["attack_pool"]]
-    texts += [q for q, _ in _scenario_pool(p, data, p.stages[0], False, 400)]
+    texts += [q for q, _ in _scenario_pool(p, data, p.stages[0], False, 400, text=True)]
     texts += list(tasks.REFUSALS) + list(tasks.GOOD_OVERSIGHT) + list(tasks.POOR_OVERSIGHT)
     texts += data.get("harmless_self_prompts", [])[: p.tokenizer_self_prompts]
     texts += [" ".join([w] * 60) for w in tasks.WORDS]

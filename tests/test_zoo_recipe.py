@@ -359,8 +359,9 @@ def test_action_word_edits_counts_words_with_negations_spelt_out():
 
 @needs_shared
 def test_min_action_edits_drops_minimal_pairs_everywhere():
-    """``min_action_edits=2`` leaves the minimal action pairs out of the scenario pool and the oversight suites; the
-    pool keeps its size, every other split and suite is unchanged, and at 0 the config hash is the preset's."""
+    """``min_action_edits=2`` leaves the minimal action pairs out of the A/B task's pool and the oversight suites; the
+    pool keeps its size, every other split and suite, base's scenario text and the tokenizer's text are unchanged,
+    and at 0 the config hash is the preset's."""
     from alignscope.organisms.tasks import action_word_edits
 
     p = zoo.PRESETS["standard"]
@@ -391,3 +392,11 @@ def test_min_action_edits_drops_minimal_pairs_everywhere():
     for k in d0:
         if k not in ("scenarios", "evals", "eval_banned"):
             assert d1[k] == d0[k], k
+    # base's scenario text and the tokenizer read the unfiltered pairs: base (and so aligned) is the default's
+    assert d1["text_scenarios"] == d0["scenarios"] and "text_scenarios" not in d0
+    p1 = dataclasses.replace(p, min_action_edits=2)
+    assert zoo.tokenizer_texts(p1, d1) == zoo.tokenizer_texts(p, d0)
+    text0 = zoo._scenario_pool(p, d0, p.stages[0], False, 600, text=True)
+    assert zoo._scenario_pool(p1, d1, p1.stages[0], False, 600, text=True) == text0
+    # ... and has never seen an evaluation prompt of the filtered suites
+    assert not {norm_prompt(q) for q, _ in text0} & zoo._eval_scenario_prompts(d1)
