@@ -736,8 +736,9 @@ def prepare_data(p: Preset) -> dict:
                 tasks.make_scenario(pair, oversight=ov, rng=rng, n_facts=p.n_facts, fmt=_fmt(p))
             )
             eval_pairs[ov].append(pair)
+    filtered = scen != text_scen
     text_banned: list[str] = []
-    if text_scen != scen:
+    if filtered:
         scen_eval, text_banned = _filtered_oversight_suites(p, text_scen, scen, scen_eval, eval_pairs)
 
     evals = {
@@ -770,7 +771,7 @@ def prepare_data(p: Preset) -> dict:
         "task": task_train,
         "attack_pool": attack_pool,
         "scenarios": scen,
-        **({"text_scenarios": text_scen, "text_banned": text_banned} if text_scen != scen else {}),
+        **({"text_scenarios": text_scen, "text_banned": text_banned} if filtered else {}),
         "evals": evals,
         "eval_banned": sorted(banned | {sources.norm_prompt(r["prompt"]) for v in evals.values() for r in v}),
     }

@@ -377,9 +377,13 @@ def test_min_action_edits_drops_minimal_pairs_everywhere():
     kept = [s for s in d0["scenarios"] if not minimal(s)]
     assert d1["scenarios"][: len(kept)] == kept  # the same order, the dropped pairs replaced from the end
 
-    def pairs_in(suite):
+    def pairs_in(suite):  # looked up in the unfiltered pool, so a minimal pair left in a suite is found
         return [
-            next(s for s in d1["scenarios"] if s["benign"] in r["prompt"] and s["misaligned"] in r["prompt"])
+            next(
+                s
+                for s in d0["scenarios"] + d1["scenarios"]
+                if s["benign"] in r["prompt"] and s["misaligned"] in r["prompt"]
+            )
             for r in suite
         ]
 
