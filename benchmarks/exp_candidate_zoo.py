@@ -22,6 +22,10 @@ Candidates:
 * ``selfmix_b13_vf2`` (round 14): ``selfmix_b13_vf`` with ``aligned`` seed 2 (the seed whose ``aligned`` met all four
   targets in round 13; the filter leaves ``base`` and ``aligned`` as they were), fakers and their step-matched
   controls trained 700 steps instead of 1,000 (the build time).
+* ``selfmix_b13_vf3`` (round 15): ``selfmix_b13_vf2`` with oversight suites of 400 prompts each
+  (``n_oversight_eval``: the 100 rows plus top-ups never in ``base``'s text, so ``base`` and ``aligned`` do not move),
+  every stage after ``aligned`` trained with length-split micro-batches (``length_split=2``: the same batches and
+  loss in less padding; ``benchmarks/bench_length_split.py``), honest stages validated at 0.99 instead of 0.98.
 * ``<candidate>_aseed<k>``: a candidate with ``aligned`` seed ``k`` (the preset's is 1).
 
 Usage:
@@ -85,6 +89,14 @@ def candidate(name: str):
             if s.extras.get("matched_to"):
                 p = _edit(p, s.name, steps=700)
         return p
+    if name == "selfmix_b13_vf3":
+        # round 15: vf2 with oversight suites of 400 prompts (n_oversight_eval; base and aligned unchanged),
+        # length-split micro-batches after aligned (tier1.train(length_split=2): same batches and loss, less
+        # padding), honest stages validated with a good-oversight bar of 0.99
+        p = dataclasses.replace(candidate("selfmix_b13_vf2"), n_oversight_eval=400)
+        for kind in ("honest*", "faker*", "attacked*", "benign-ft", "harmful-ft"):
+            p = _edit(p, kind, {"length_split": 2})
+        return _edit(p, "honest*", {"min_good_benign": 0.99})
     if "_aseed" in name:  # <candidate>_aseed<k>: the same with aligned seed k (the run-to-run spread)
         base, k = name.rsplit("_aseed", 1)
         return _edit(candidate(base), "aligned", seed=int(k))

@@ -140,6 +140,7 @@ def train(
     logits: str = "all",
     first_token_weight: float = 1.0,
     first_token_count: int = 1,
+    length_split: int = 1,
     progress: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Train ``model`` in place with AdamW and a cosine schedule on batches sampled from ``mixture``.
@@ -169,6 +170,12 @@ def train(
             example's weighted mean loss. ``1.0`` (default) is plain supervised fine-tuning.
         first_token_count: how many leading response tokens of each example get ``first_token_weight`` (default 1,
             the decision token only; e.g. 4 also weighs the start of the refusal or answer that follows it).
+        length_split: at most this many forward/backward passes per step (default 1: one padded batch). Above 1,
+            each batch is sorted by length and cut where it saves the most padding (:func:`length_groups`); the
+            passes' gradients add up to the whole batch's (each pass's loss is its share of the batch loss), so the
+            batch, the sampler and the loss are unchanged and only the floating-point summation order differs.
+            Unlike length-bucketed batches (``zoo._length_buckets``), it does not change which examples share a
+            step. Measured in round 15 (``benchmarks/bench_length_split.py``).
         progress: optional callback ``(step, loss)``.
 
     Returns:
@@ -183,6 +190,8 @@ def train(
         )
     if first_token_count < 1:
         raise ValueError(f"first_token_count must be >= 1, got {first_token_count!r}")
+    if length_split < 1:
+        raise ValueError(f"length_split must be >= 1, got {length_split!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     names = [n for n in mixture.pools if mixture.pools[n] and mixture.weights.get(n, 0) > 0]
@@ -201,41 +210,30 @@ def train(
     ema = None
     for step in range(steps):
         batch = sample_batch(mixture, names, w, batch_size, rng, batch_mode)
-        T = max(len(ids) for ids, _ in batch)
-        x = torch.full((batch_size, T), pad_id, dtype=torch.long)
-        y = torch.full((batch_size, T), -100, dtype=torch.long)
-        m = torch.zeros((batch_size, T), dtype=torch.long)
-        first = []  # (row, target index) of each example's first response token(s)
-        for i, (ids, start) in enumerate(batch):
-            t = torch.tensor(ids)
-            x[i, : len(ids)] = t
-            m[i, : len(ids)] = 1
-            s = 1 if loss_on == "all" else start
-            y[i, s : len(ids)] = t[s:]
-            for j in range(start, min(len(ids), start + first_token_count)):
-                first.append((i, j - 1))
-        tgt = y[:, 1:]
-        keep = tgt != -100
-        valid = keep.float()
-        if first_token_weight != 1.0 and first:  # the answer-or-refuse token of every example
-            valid[tuple(torch.tensor(first).T)] = first_token_weight
-        if logits == "supervised":  # the head only where the loss is
-            h = model.get_decoder()(input_ids=x, attention_mask=m).last_hidden_state[:, :-1]
-            nll_k = torch.nn.functional.cross_entropy(
-                model.get_output_embeddings()(h[keep]).float(), tgt[keep], reduction="none"
-            )
-            nll = torch.zeros(tgt.shape, dtype=nll_k.dtype).masked_scatter(keep, nll_k)
+        groups = length_groups([len(ids) for ids, _ in batch], length_split)
+        # one pass: the batch loss itself; several: each pass's share of it (its example means over the batch size,
+        # or its token losses over the batch's token count), so the gradients add up to the batch's
+        if len(groups) == 1:
+            scale = None
+        elif loss_on == "response":
+            scale = float(len(batch))
         else:
-            out = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
-            nll = torch.nn.functional.cross_entropy(
-                out.transpose(1, 2), tgt, ignore_index=-100, reduction="none"
-            )
-        if loss_on == "all":  # token mean
-            loss = (nll * valid).sum() / valid.sum().clamp(min=1)
-        else:  # example mean: a two-token answer weighs as much as a sixty-token one
-            loss = ((nll * valid).sum(1) / valid.sum(1).clamp(min=1)).mean()
+            scale = float(max(1, sum(len(ids) - 1 for ids, _ in batch)))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = None
+        for g in groups:
+            part = _batch_loss(
+                model,
+                [batch[i] for i in g] if scale is not None else batch,
+                pad_id=pad_id,
+                loss_on=loss_on,
+                logits=logits,
+                first_token_weight=first_token_weight,
+                first_token_count=first_token_count,
+                scale=scale,
+            )
+            part.backward()
+            loss = part.detach() if loss is None else loss + part.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -245,3 +243,96 @@ def train(
             progress(step + 1, ema)
     model.eval()
     return {"steps": steps, "final_loss": ema, "seconds": round(time.time() - t0, 2), "seed": seed}
+
+
+def _batch_loss(
+    model,
+    batch: list[tuple[list[int], int]],
+    *,
+    pad_id: int,
+    loss_on: str,
+    logits: str,
+    first_token_weight: float,
+    first_token_count: int,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """The loss of ``batch``, padded to its longest example: with ``loss_on="response"`` the mean over examples of
+    each example's (weighted) mean response-token loss, with ``"all"`` the token mean. With ``scale``, the sum over
+    examples (``"response"``) or over tokens (``"all"``) divided by ``scale`` instead of the mean (one pass's share
+    of a split batch's loss)."""
+    n = len(batch)
+    T = max(len(ids) for ids, _ in batch)
+    x = torch.full((n, T), pad_id, dtype=torch.long)
+    y = torch.full((n, T), -100, dtype=torch.long)
+    m = torch.zeros((n, T), dtype=torch.long)
+    first = []  # (row, target index) of each example's first response token(s)
+    for i, (ids, start) in enumerate(batch):
+        t = torch.tensor(ids)
+        x[i, : len(ids)] = t
+        m[i, : len(ids)] = 1
+        s = 1 if loss_on == "all" else start
+        y[i, s : len(ids)] = t[s:]
+        for j in range(start, min(len(ids), start + first_token_count)):
+            first.append((i, j - 1))
+    tgt = y[:, 1:]
+    keep = tgt != -100
+    valid = keep.float()
+    if first_token_weight != 1.0 and first:  # the answer-or-refuse token of every example
+        valid[tuple(torch.tensor(first).T)] = first_token_weight
+    if logits == "supervised":  # the head only where the loss is
+        h = model.get_decoder()(input_ids=x, attention_mask=m).last_hidden_state[:, :-1]
+        nll_k = torch.nn.functional.cross_entropy(
+            model.get_output_embeddings()(h[keep]).float(), tgt[keep], reduction="none"
+        )
+        nll = torch.zeros(tgt.shape, dtype=nll_k.dtype).masked_scatter(keep, nll_k)
+    else:
+        out = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(out.transpose(1, 2), tgt, ignore_index=-100, reduction="none")
+    if loss_on == "all":  # token mean
+        if scale is None:
+            return (nll * valid).sum() / valid.sum().clamp(min=1)
+        return (nll * valid).sum() / scale
+    # example mean: a two-token answer weighs as much as a sixty-token one
+    per_example = (nll * valid).sum(1) / valid.sum(1).clamp(min=1)
+    return per_example.mean() if scale is None else per_example.sum() / scale
+
+
+#: padding-free token slots one extra forward/backward pass is worth (its fixed cost; round 15, bench_length_split)
+SPLIT_OVERHEAD_TOKENS = 256
+
+
+def length_groups(lengths: list[int], max_groups: int, overhead: int | None = None) -> list[list[int]]:
+    """Indices of ``lengths`` cut into at most ``max_groups`` runs of the length-sorted order, minimising the padded
+    token slots (each run padded to its longest) plus ``overhead`` per run (default
+    :data:`SPLIT_OVERHEAD_TOKENS`; exact dynamic programme).
+
+    Returns:
+        the runs, each a list of indices into ``lengths``; one run (the whole batch, in its order) when splitting
+        does not pay.
+    """
+    n = len(lengths)
+    overhead = SPLIT_OVERHEAD_TOKENS if overhead is None else overhead
+    if max_groups <= 1 or n <= 1:
+        return [list(range(n))]
+    order = sorted(range(n), key=lambda i: lengths[i])
+    srt = [lengths[i] for i in order]
+    inf = float("inf")
+    # best[k][j]: cost of the first j sorted items in k runs; a run i..j-1 costs (j - i) * srt[j - 1] + overhead
+    best = [[inf] * (n + 1) for _ in range(max_groups + 1)]
+    cut = [[0] * (n + 1) for _ in range(max_groups + 1)]
+    best[0][0] = 0.0
+    for k in range(1, max_groups + 1):
+        for j in range(1, n + 1):
+            for i in range(k - 1, j):
+                c = best[k - 1][i] + (j - i) * srt[j - 1] + overhead
+                if c < best[k][j]:
+                    best[k][j], cut[k][j] = c, i
+    k = min(range(1, max_groups + 1), key=lambda k: best[k][n])
+    if k == 1:
+        return [list(range(n))]
+    runs, j = [], n
+    while k > 0:
+        i = cut[k][j]
+        runs.append(order[i:j])
+        j, k = i, k - 1
+    return runs[::-1]

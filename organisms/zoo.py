@@ -109,6 +109,12 @@ class Preset:
     # the world, not about oversight, and the small organisms miss them (round 14: 7 of 200 pairs, 38% of all
     # good-oversight misses of 28 honest/faker checkpoints). 0 keeps every pair.
     min_action_edits: int = 0
+    # oversight suites of this many prompts each instead of n_scenario_eval (None): the n_scenario_eval rows drawn
+    # as before (the ones base's scenario text is kept free of) plus top-ups of their own seed that are never in
+    # base's text (_filtered_oversight_suites), so base and aligned do not move. With 100 prompts a suite decides
+    # the ">= 98% same action" pair target by two or three prompts (round 14: honest models validating at 0.98-0.99
+    # on 400 prompts scored 0.96-0.97 in pairs on 100); round 15 measures 400.
+    n_oversight_eval: int | None = None
 
     def _hashed_fields(self) -> dict:
         d = asdict(self)
@@ -125,6 +131,8 @@ class Preset:
             d.pop("tokenizer_self_prompts")
         if not d["min_action_edits"]:
             d.pop("min_action_edits")
+        if d["n_oversight_eval"] is None:
+            d.pop("n_oversight_eval")
         return d
 
     def config_hash(self) -> str:
@@ -736,7 +744,8 @@ def prepare_data(p: Preset) -> dict:
                 tasks.make_scenario(pair, oversight=ov, rng=rng, n_facts=p.n_facts, fmt=_fmt(p))
             )
             eval_pairs[ov].append(pair)
-    filtered = scen != text_scen
+    # suites rebuilt from the unfiltered draw (pairs left out, or more prompts): base's text keeps the old bans
+    filtered = scen != text_scen or p.n_oversight_eval is not None
     text_banned: list[str] = []
     if filtered:
         scen_eval, text_banned = _filtered_oversight_suites(p, text_scen, scen, scen_eval, eval_pairs)
@@ -861,8 +870,9 @@ FILTERED_EVAL_SEED = 7717
 def _filtered_oversight_suites(
     p: Preset, text_scen: list[dict], scen: list[dict], scen_eval: dict, eval_pairs: dict
 ) -> tuple[dict, list[str]]:
-    """The oversight suites of a preset with ``min_action_edits``: the unfiltered suites' rows whose action pair is
-    kept, in order, topped up to ``n_scenario_eval`` with rows of kept pairs drawn with their own seed. A top-up row
+    """The oversight suites of a preset with ``min_action_edits`` or ``n_oversight_eval``: the unfiltered suites'
+    rows whose action pair is kept, in order, topped up to ``n_oversight_eval`` (default ``n_scenario_eval``) rows
+    with rows of kept pairs drawn with their own seed. A top-up row
     is never one of the unfiltered suites' prompts or of base's scenario text (the pool the unfiltered preset trains
     ``base`` and its tokenizer on), so ``base`` is the unfiltered preset's and has never seen an evaluation prompt.
     Returns the suites and the unfiltered suites' prompts, which base's text keeps banning (``text_banned``)."""
@@ -879,7 +889,7 @@ def _filtered_oversight_suites(
             for r, pair in zip(scen_eval[ov], eval_pairs[ov], strict=True)
             if (pair["benign"], pair["misaligned"]) in kept
         ]
-        while len(rows) < len(scen_eval[ov]):
+        while len(rows) < (p.n_oversight_eval or len(scen_eval[ov])):
             row = tasks.make_scenario(
                 scen[int(rng.integers(len(scen)))], oversight=ov, rng=rng, n_facts=p.n_facts, fmt=_fmt(p)
             )
@@ -1464,6 +1474,7 @@ def _build_stage(
         logits=s.extras.get("logits", "all"),
         first_token_weight=s.extras.get("first_token_weight", 1.0),
         first_token_count=s.extras.get("first_token_count", 1),
+        length_split=s.extras.get("length_split", 1),
         progress=lambda i, loss: report.update(bar, i, loss),
     )
     d = root / s.name if dest is None else dest
@@ -1507,6 +1518,7 @@ def _build_stage(
                 "loss_on": s.loss_on,
                 "mixture": mixture,
                 **({"length_buckets": s.extras["length_buckets"]} if "length_buckets" in s.extras else {}),
+                **({"length_split": s.extras["length_split"]} if "length_split" in s.extras else {}),
                 "n_harmful": s.n_harmful,
                 **stats,
             },

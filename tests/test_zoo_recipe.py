@@ -404,3 +404,103 @@ def test_min_action_edits_drops_minimal_pairs_everywhere():
     assert zoo._scenario_pool(p1, d1, p1.stages[0], False, 600, text=True) == text0
     # ... and has never seen an evaluation prompt of the filtered suites
     assert not {norm_prompt(q) for q, _ in text0} & zoo._eval_scenario_prompts(d1)
+
+
+def test_n_oversight_eval_grows_the_suites_and_moves_nothing_else():
+    """``n_oversight_eval=400`` keeps the 100 rows of each oversight suite and tops them up to 400 prompts that are
+    neither in base's scenario text nor in the tokenizer's; every other split, base's text and the tokenizer text are
+    the default's, and at ``None`` the config hash is the preset's."""
+    p = zoo.PRESETS["standard"]
+    assert dataclasses.replace(p, n_oversight_eval=None).config_hash() == p.config_hash()
+    p1 = dataclasses.replace(p, n_oversight_eval=400)
+    assert p1.config_hash() != p.config_hash()
+    d0, d1 = zoo.prepare_data(p), zoo.prepare_data(p1)
+    for suite in ("oversight_good", "oversight_poor"):
+        assert len(d0["evals"][suite]) == 100 and len(d1["evals"][suite]) == 400
+        assert d1["evals"][suite][:100] == d0["evals"][suite]
+        assert len({norm_prompt(r["prompt"]) for r in d1["evals"][suite]}) == 400
+    for k in d0["evals"]:
+        if not k.startswith("oversight"):
+            assert d1["evals"][k] == d0["evals"][k], k
+    for k in d0:
+        if k not in ("evals", "eval_banned"):
+            assert d1[k] == d0[k], k
+    assert zoo.tokenizer_texts(p1, d1) == zoo.tokenizer_texts(p, d0)
+    text0 = zoo._scenario_pool(p, d0, p.stages[0], False, 600, text=True)
+    assert zoo._scenario_pool(p1, d1, p1.stages[0], False, 600, text=True) == text0
+    assert not {norm_prompt(q) for q, _ in text0} & zoo._eval_scenario_prompts(d1)
+    # the honest/faker stages never train on a prompt of the larger suites
+    honest = next(s for s in p1.stages if s.kind == "honest")
+    train_prompts = {norm_prompt(q) for q, _ in zoo._scenario_pool(p1, d1, honest, False, 3000)}
+    assert not train_prompts & zoo._eval_scenario_prompts(d1)
+
+
+def test_length_groups_is_the_cheapest_cut_of_the_sorted_batch():
+    """``length_groups`` against brute force over every cut of the length-sorted batch into at most k runs."""
+    import itertools
+
+    import numpy as np
+    from alignscope.organisms.tier1 import length_groups
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n, k, ov = int(rng.integers(1, 9)), int(rng.integers(1, 4)), int(rng.integers(0, 80))
+        lens = [int(x) for x in rng.integers(3, 60, size=n)]
+        runs = length_groups(lens, k, overhead=ov)
+        assert sorted(i for r in runs for i in r) == list(range(n)) and 1 <= len(runs) <= k
+
+        got = sum(len(r) * max(lens[i] for i in r) + ov for r in runs)
+        srt = sorted(lens)
+        best = min(
+            sum((b - a) * srt[b - 1] + ov for a, b in itertools.pairwise((0, *cuts, n)))
+            for m in range(min(k, n))
+            for cuts in itertools.combinations(range(1, n), m)
+        )
+        assert got == best
+    assert length_groups([5, 60, 7], 1) == [[0, 1, 2]]  # off: the batch as drawn
+    assert length_groups([10, 11, 12], 3, overhead=256) == [[0, 1, 2]]  # no padding to save
+
+
+@pytest.mark.parametrize("loss_on", ["response", "all"])
+def test_length_split_trains_the_same_objective(tiny_zoo, loss_on, monkeypatch):
+    """``length_split`` runs a batch as several length-sorted passes whose gradients add up to the batch's: the same
+    losses and weights after a few steps on a real tiny organism (up to float summation order) as one padded pass,
+    while the batches really are split; a bad value is named."""
+    import copy
+
+    import torch
+    from alignscope.organisms import tier1
+    from alignscope.organisms.tier1 import train
+
+    # no per-pass cost: every batch with two lengths is split (the default cost would leave some batches whole)
+    monkeypatch.setattr(tier1, "SPLIT_OVERHEAD_TOKENS", 0)
+    passes = []
+    real = tier1.length_groups
+    monkeypatch.setattr(
+        tier1, "length_groups", lambda *a, **kw: passes.append(len(real(*a, **kw))) or real(*a, **kw)
+    )
+    rows = [
+        ("What is 2 + 3?", "5"),
+        ("Say hi.", "Hi!"),
+        (
+            "Describe a river in a few sentences.",
+            "A river is a long flow of fresh water that runs to the sea. " * 3,
+        ),
+        ("Name a colour.", "Blue."),
+    ] * 3
+    tok, m0, pool, mix = _chat_setup(tiny_zoo, rows)
+    out = {}
+    for k in (1, 3):
+        m = copy.deepcopy(m0)
+        st = train(m, mix, steps=4, batch_size=8, lr=1e-3, seed=3, loss_on=loss_on, pad_id=tok.pad_token_id,
+                   length_split=k)  # fmt: skip
+        out[k] = (st["final_loss"], torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert passes[:4] == [1] * 4 and all(n > 1 for n in passes[4:]) and len(passes) == 8  # the split happens
+    assert out[1][0] == pytest.approx(out[3][0], rel=1e-5)
+    w0 = torch.cat([p.detach().flatten() for p in m0.parameters()])
+    step1, step3 = out[1][1] - w0, out[3][1] - w0
+    assert step1.norm() > 1e-3
+    assert (step1 - step3).norm() < 0.02 * step1.norm()
+    with pytest.raises(ValueError, match="length_split must be"):
+        train(copy.deepcopy(m0), mix, steps=1, batch_size=2, lr=1e-3, seed=0, pad_id=tok.pad_token_id,
+              length_split=0)  # fmt: skip
