@@ -85,13 +85,14 @@ def run_one(variant: str, j: int, every: int) -> dict:
     from alignscope.organisms.tier1 import Mixture, train
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    p = zoo.PRESETS["standard"]
-    root = zoo.preset_dir("standard")
+    # the round-7/8 experiment: the standard preset of those rounds' successor, round 11 (docs/zoo.md)
+    p = zoo.STANDARD_ROUND11
+    root = zoo.preset_dir(p)
     stages = {s.name: s for s in p.stages}
     s = variant_stage(stages[f"faker-{j}"], VARIANTS[variant])
     if not zoo._is_built(root / s.parent):
         raise SystemExit(
-            f"{root / s.parent} is not built: run `alignscope zoo build --preset standard` first"
+            f"{root / s.parent} is not built: build the round-11 standard preset (zoo.STANDARD_ROUND11) first"
         )
     data = zoo._load_or_prepare_data(p, root)
     tok = AutoTokenizer.from_pretrained(str(root / "_tokenizer"))

@@ -12,12 +12,23 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask_mode(full: int) -> int:
+    """``full`` (0o666 for files, 0o777 for directories) less the process umask: the mode ``open`` / ``mkdir``
+    would give. ``tempfile`` creates its files 0o600 and directories 0o700, which would leave every result readable
+    by its writer only."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return full & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it is renamed onto ``path`` (atomic on POSIX)."""
+    """Yield a temp path beside ``path``; on success it is renamed onto ``path`` (atomic on POSIX). The file gets
+    the mode a plain ``open(path, "w")`` would give it (umask applied), not ``tempfile``'s private 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _umask_mode(0o666))
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -39,12 +50,14 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp directory beside ``path``; on success it replaces ``path`` (no partial directory is left)."""
+    """Yield a temp directory beside ``path``; on success it replaces ``path`` (no partial directory is left). The
+    directory gets the mode a plain ``mkdir`` would give it (umask applied)."""
     import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(_umask_mode(0o777))
     try:
         yield tmp
         if path.exists():
