@@ -451,8 +451,9 @@ def _standard_round15(p: Preset) -> Preset:
     "Aligned-stage recipes" (rounds 11-15) has the measurements behind each change. It is the candidate
     ``selfmix_b13_vf3`` of ``benchmarks/exp_candidate_zoo.py`` (a test checks the two are equal).
 
-    * ``base`` seed 13: ``base`` seeds differ in how cleanly a short fine-tune teaches them to refuse; seed 13 was
-      the best of a screen of seeds (round 12). ``base`` and ``aligned`` train on 2 threads (they always run alone).
+    * ``base`` seed 13: in a screen of eight ``base`` seeds under the round-11 ``aligned`` recipe (round 12), seed
+      13's refusal direction induced refusal best (93% by activation addition against 60-75% for most seeds).
+      ``base`` and ``aligned`` train on 2 threads (they always run alone; part of the stage key).
     * ``aligned``: 1,000 steps of the self-distilled mixture (a third of the batch ``base``'s own answers to Alpaca
       prompts, from a pool of 20,000 prompts, ``n_self_prompts``; refusals of CatQA and BeaverTails-eval prompts added
       to the refusal sources, ``refuse_extra``; the tokenizer still trained on the first 1,500 self prompts,
