@@ -12,8 +12,9 @@ stage's own thread count (``zoo.stage_threads``), and reports the median seconds
 ``length_split=1`` measured side by side, and the padded token slots per step of each setting over 500 sampled
 batches (exact, no timing). The trained weights are thrown away. Results: ``benchmarks/results/length_split.json``.
 
-Usage:
-    python benchmarks/bench_length_split.py --candidate selfmix_b13_vf2 --cache /tmp/zoo_cand \
+Usage (the standard preset is the candidate ``selfmix_b13_vf3``; ``benchmarks/results/length_split.json`` was
+measured with this command on its build):
+    python benchmarks/bench_length_split.py --candidate selfmix_b13_vf3 --cache ~/.cache/alignscope/zoo \
         [--stages faker-0 attacked-50 ...] [--steps 30] [--splits 1 2 3]
 """
 
