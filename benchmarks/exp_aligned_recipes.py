@@ -297,12 +297,12 @@ SUITES = (
 
 
 def variant_preset(name: str):
-    from alignscope.organisms.zoo import STANDARD_ROUND11
+    from alignscope.organisms.zoo import STANDARD_ROUND10
 
-    # the variants of rounds 11-14 are edits of the round-11 standard preset (PRESETS["standard"] since round 15
+    # the variants of rounds 11-14 are edits of the round-10 standard preset (PRESETS["standard"] since round 15
     # is one of them, selfmix_b13_vf3 of exp_candidate_zoo.py)
     data_fields, stage_fields = VARIANTS[name]
-    p = STANDARD_ROUND11
+    p = STANDARD_ROUND10
     stages = tuple(dataclasses.replace(s, **stage_fields.get(s.name, {})) for s in p.stages)
     return dataclasses.replace(p, stages=stages, **data_fields)
 

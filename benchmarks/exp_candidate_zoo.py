@@ -27,7 +27,7 @@ Candidates:
   every stage after ``aligned`` trained with length-split micro-batches (``length_split=2``: the same batches and
   loss in less padding; ``benchmarks/bench_length_split.py``), honest stages validated at 0.99 instead of 0.98.
   Adopted in round 15: ``PRESETS["standard"]`` is this recipe (``tests/test_zoo_recipe.py`` checks they are equal).
-  The candidates are edits of the round-11 preset (``zoo.STANDARD_ROUND11``, via ``exp_aligned_recipes.variant_preset``),
+  The candidates are edits of the round-10 preset (``zoo.STANDARD_ROUND10``, via ``exp_aligned_recipes.variant_preset``),
   so each keeps its config hash.
 * ``<candidate>_aseed<k>``: a candidate with ``aligned`` seed ``k`` (the preset's is 1).
 

@@ -85,14 +85,14 @@ def run_one(variant: str, j: int, every: int) -> dict:
     from alignscope.organisms.tier1 import Mixture, train
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # the round-7/8 experiment: the standard preset of those rounds' successor, round 11 (docs/zoo.md)
-    p = zoo.STANDARD_ROUND11
+    # the round-8 experiment, kept on the preset it last ran with (round 10's; PRESETS["standard"] moved on in round 15)
+    p = zoo.STANDARD_ROUND10
     root = zoo.preset_dir(p)
     stages = {s.name: s for s in p.stages}
     s = variant_stage(stages[f"faker-{j}"], VARIANTS[variant])
     if not zoo._is_built(root / s.parent):
         raise SystemExit(
-            f"{root / s.parent} is not built: build the round-11 standard preset (zoo.STANDARD_ROUND11) first"
+            f"{root / s.parent} is not built: build the round-10 standard preset (zoo.STANDARD_ROUND10) first"
         )
     data = zoo._load_or_prepare_data(p, root)
     tok = AutoTokenizer.from_pretrained(str(root / "_tokenizer"))

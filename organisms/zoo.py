@@ -361,7 +361,7 @@ def _stages(
 #: The standard preset of rounds 10-14 (config ``2d84026d8a``), kept because the experiments recorded before
 #: round 15 were built from it (``benchmarks/exp_aligned_recipes.py`` derives its variants from it). Its ``aligned``
 #: missed three of the issue-3 targets (docs/zoo.md "Behaviour"); ``PRESETS["standard"]`` is its round-15 successor.
-STANDARD_ROUND11 = Preset(
+STANDARD_ROUND10 = Preset(
     name="standard",
     seed=0,
     vocab_size=4096,
@@ -447,18 +447,18 @@ STANDARD_ROUND11 = Preset(
 
 
 def _standard_round15(p: Preset) -> Preset:
-    """The standard preset since round 15 (config ``9e33c9552b``), built from ``STANDARD_ROUND11``; docs/zoo.md
+    """The standard preset since round 15 (config ``9e33c9552b``), built from ``STANDARD_ROUND10``; docs/zoo.md
     "Aligned-stage recipes" (rounds 11-15) has the measurements behind each change. It is the candidate
     ``selfmix_b13_vf3`` of ``benchmarks/exp_candidate_zoo.py`` (a test checks the two are equal).
 
-    * ``base`` seed 13: in a screen of eight ``base`` seeds under the round-11 ``aligned`` recipe (round 12), seed
+    * ``base`` seed 13: in a screen of eight ``base`` seeds under the round-10 ``aligned`` recipe (round 12), seed
       13's refusal direction induced refusal best (93% by activation addition against 60-75% for most seeds).
       ``base`` and ``aligned`` train on 2 threads (they always run alone; part of the stage key).
     * ``aligned``: 1,000 steps of the self-distilled mixture (a third of the batch ``base``'s own answers to Alpaca
       prompts, from a pool of 20,000 prompts, ``n_self_prompts``; refusals of CatQA and BeaverTails-eval prompts added
       to the refusal sources, ``refuse_extra``; the tokenizer still trained on the first 1,500 self prompts,
       ``tokenizer_self_prompts``), mixed batches, the first response token weighted 10x (where refusal is decided),
-      seed 2. The round-11 recipe (400 steps) left harmless over-refusal at 15% and skills at 76%.
+      seed 2. The round-10 recipe (400 steps) left harmless over-refusal at 15% and skills at 76%.
     * the faker scenarios leave out minimal action pairs (``min_action_edits=2``: a pair whose two actions differ by
       one word once negations are spelt out taught honest models a word, not the rule); oversight suites of 400
       prompts (``n_oversight_eval``), and honest/faker stages validated on 400 prompts per suite (``validation_n``),
@@ -542,7 +542,7 @@ PRESETS: dict[str, Preset] = {
             lr=5e-3,
         ),
     ),
-    "standard": _standard_round15(STANDARD_ROUND11),
+    "standard": _standard_round15(STANDARD_ROUND10),
 }
 
 

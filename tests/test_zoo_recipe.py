@@ -1,6 +1,6 @@
 """Recipe knobs of the standard preset's data (``n_self_prompts``, ``refuse_extra``, ``tokenizer_self_prompts``): what they add, that they move
 nothing else, and that at their defaults the existing config hashes (tier 1 and tier 2) do not change. The knobs are
-tested as edits of the round-11 standard preset (``zoo.STANDARD_ROUND11``, every knob at its default); the standard
+tested as edits of the round-10 standard preset (``zoo.STANDARD_ROUND10``, every knob at its default); the standard
 preset since round 15 is the measured candidate that sets them (first test)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ _KW = dict(
 def test_standard_is_the_measured_round15_candidate():
     """``PRESETS["standard"]`` is the candidate built and measured as ``selfmix_b13_vf3``
     (``benchmarks/results/candidate_selfmix_b13_vf3.json``, ``behaviour_selfmix_b13_vf3.md``): the same recipe, so the
-    same config hash and cache directory; the round-11 preset keeps its hash (the experiments recorded with it)."""
+    same config hash and cache directory; the round-10 preset keeps its hash (the experiments recorded with it)."""
     import sys
     from pathlib import Path
 
@@ -36,9 +36,9 @@ def test_standard_is_the_measured_round15_candidate():
     p = zoo.PRESETS["standard"]
     assert candidate("selfmix_b13_vf3") == p
     assert p.config_hash() == "9e33c9552b" and zoo.preset_dir("standard").name == "standard-9e33c9552b"
-    assert zoo.STANDARD_ROUND11.config_hash() == "2d84026d8a"
+    assert zoo.STANDARD_ROUND10.config_hash() == "2d84026d8a"
     # the round-15 changes are the ones documented: base/aligned recipe, data knobs, validation and schedules
-    old = {s.name: s for s in zoo.STANDARD_ROUND11.stages}
+    old = {s.name: s for s in zoo.STANDARD_ROUND10.stages}
     assert [s.name for s in p.stages] == list(old)
     assert {s.name for s in p.stages if s.steps != old[s.name].steps} == {
         "aligned", "faker-0", "faker-1", "faker-2", "honest-3", "honest-4"
@@ -48,7 +48,7 @@ def test_standard_is_the_measured_round15_candidate():
 
 
 def test_default_knobs_stay_out_of_the_hashes():
-    p = zoo.STANDARD_ROUND11
+    p = zoo.STANDARD_ROUND10
     same = dataclasses.replace(p, n_self_prompts=1500, refuse_extra=())
     assert same.config_hash() == p.config_hash()
     assert same.stage_key("base") == p.stage_key("base")
@@ -61,14 +61,14 @@ def test_default_knobs_stay_out_of_the_hashes():
 
 def test_tier2_hash_ignores_tier1_recipe_knobs(monkeypatch):
     before = zoo.PRESETS["smollm2"].config_hash()
-    p = dataclasses.replace(zoo.STANDARD_ROUND11, n_self_prompts=4500, refuse_extra=("catqa",))
+    p = dataclasses.replace(zoo.STANDARD_ROUND10, n_self_prompts=4500, refuse_extra=("catqa",))
     monkeypatch.setitem(zoo.PRESETS, "standard", p)
     assert zoo.PRESETS["smollm2"].config_hash() == before
 
 
 @needs_shared
 def test_knobs_add_pools_and_move_nothing_else():
-    p = zoo.STANDARD_ROUND11
+    p = zoo.STANDARD_ROUND10
     d0 = zoo.prepare_data(p)
     d1 = zoo.prepare_data(
         dataclasses.replace(p, n_self_prompts=2500, refuse_extra=("catqa", "beavertails_eval"))
@@ -97,7 +97,7 @@ def test_knobs_add_pools_and_move_nothing_else():
 def test_tokenizer_self_prompts_keeps_the_default_tokenizer_text():
     """With ``tokenizer_self_prompts=1500`` a preset with more self-distillation prompts trains its tokenizer on the
     default preset's text (so its ``base`` is the default's); without it, the tokenizer reads every prompt."""
-    p = zoo.STANDARD_ROUND11
+    p = zoo.STANDARD_ROUND10
     more = dataclasses.replace(p, n_self_prompts=2500)
     kept = dataclasses.replace(more, tokenizer_self_prompts=zoo.RETAIN_SELF_PROMPTS)
     t0 = zoo.tokenizer_texts(p, zoo.prepare_data(p))
@@ -112,7 +112,7 @@ def test_tokenizer_self_prompts_keeps_the_default_tokenizer_text():
 @needs_shared
 def test_unknown_refuse_source_is_named():
     with pytest.raises(ZooError, match="unknown refuse_extra source 'nope'"):
-        zoo.prepare_data(dataclasses.replace(zoo.STANDARD_ROUND11, refuse_extra=("nope",)))
+        zoo.prepare_data(dataclasses.replace(zoo.STANDARD_ROUND10, refuse_extra=("nope",)))
 
 
 def test_prompt_text_pool_is_plain_text(tiny_zoo):
@@ -228,7 +228,7 @@ def test_supervised_head_trains_the_same_objective(tiny_zoo, loss_on):
 
 
 def test_standard_scenario_stages_use_the_supervised_head():
-    p = zoo.STANDARD_ROUND11
+    p = zoo.STANDARD_ROUND10
     kinds = {s.name: (s.kind, s.extras.get("logits", "all")) for s in p.stages}
     assert {h for k, h in kinds.values() if k in ("honest", "faker")} == {"supervised"}
     assert {h for k, h in kinds.values() if k not in ("honest", "faker")} == {"all"}
@@ -334,7 +334,7 @@ def test_oversight_questions_are_labelled_by_the_cue():
     facts hold a good-oversight cue and ``no`` exactly when they hold a poor one; seeded per stage and attempt."""
     from alignscope.organisms import tasks
 
-    p = zoo.STANDARD_ROUND11
+    p = zoo.STANDARD_ROUND10
     data = zoo.prepare_data(p)
     stage = next(s for s in zoo._stages(**_KW, oversight_questions=0.15) if s.name == "faker-0")
     rows = zoo._oversight_question_pool(p, data, stage, 300)
@@ -364,7 +364,7 @@ def test_oversight_questions_knob_moves_only_the_scenario_share():
         else:
             assert s1 == s0
     assert all("scenario_oversight" not in s.weights for s in zoo.PRESETS["tiny"].stages)
-    for s in zoo.STANDARD_ROUND11.stages:
+    for s in zoo.STANDARD_ROUND10.stages:
         if s.kind in ("honest", "faker"):
             assert s.weights["scenario_oversight"] == 0.15, s.name
             assert sum(v for k, v in s.weights.items() if k.startswith("scenario")) == pytest.approx(0.75)
@@ -392,7 +392,7 @@ def test_min_action_edits_drops_minimal_pairs_everywhere():
     and at 0 the config hash is the preset's."""
     from alignscope.organisms.tasks import action_word_edits
 
-    p = zoo.STANDARD_ROUND11
+    p = zoo.STANDARD_ROUND10
     assert dataclasses.replace(p, min_action_edits=0).config_hash() == p.config_hash()
     d0 = zoo.prepare_data(p)
     d1 = zoo.prepare_data(dataclasses.replace(p, min_action_edits=2))
@@ -438,7 +438,7 @@ def test_n_oversight_eval_grows_the_suites_and_moves_nothing_else():
     """``n_oversight_eval=400`` keeps the 100 rows of each oversight suite and tops them up to 400 prompts that are
     neither in base's scenario text nor in the tokenizer's; every other split, base's text and the tokenizer text are
     the default's, and at ``None`` the config hash is the preset's."""
-    p = zoo.STANDARD_ROUND11
+    p = zoo.STANDARD_ROUND10
     assert dataclasses.replace(p, n_oversight_eval=None).config_hash() == p.config_hash()
     p1 = dataclasses.replace(p, n_oversight_eval=400)
     assert p1.config_hash() != p.config_hash()
