@@ -434,19 +434,25 @@ def test_min_action_edits_drops_minimal_pairs_everywhere():
     assert not {norm_prompt(q) for q, _ in text0} & zoo._eval_scenario_prompts(d1)
 
 
-def test_n_oversight_eval_grows_the_suites_and_moves_nothing_else():
-    """``n_oversight_eval=400`` keeps the 100 rows of each oversight suite and tops them up to 400 prompts that are
-    neither in base's scenario text nor in the tokenizer's; every other split, base's text and the tokenizer text are
-    the default's, and at ``None`` the config hash is the preset's."""
-    p = zoo.STANDARD_ROUND10
+@pytest.mark.parametrize(
+    "preset, n",
+    [pytest.param("standard", 400, marks=needs_shared), ("tiny", 150)],
+)
+def test_n_oversight_eval_grows_the_suites_and_moves_nothing_else(preset, n):
+    """``n_oversight_eval=n`` keeps the ``n_scenario_eval`` rows of each oversight suite and tops them up to ``n``
+    prompts that are neither in base's scenario text nor in the tokenizer's; every other split, base's text and the
+    tokenizer text are the default's, and at ``None`` the config hash is the preset's. On the round-10 standard preset
+    (shared data) and on ``tiny`` (shipped data only, so CI without ``../shared`` runs it too)."""
+    p = zoo.STANDARD_ROUND10 if preset == "standard" else zoo.PRESETS["tiny"]
     assert dataclasses.replace(p, n_oversight_eval=None).config_hash() == p.config_hash()
-    p1 = dataclasses.replace(p, n_oversight_eval=400)
+    p1 = dataclasses.replace(p, n_oversight_eval=n)
     assert p1.config_hash() != p.config_hash()
     d0, d1 = zoo.prepare_data(p), zoo.prepare_data(p1)
+    k0 = p.n_scenario_eval
     for suite in ("oversight_good", "oversight_poor"):
-        assert len(d0["evals"][suite]) == 100 and len(d1["evals"][suite]) == 400
-        assert d1["evals"][suite][:100] == d0["evals"][suite]
-        assert len({norm_prompt(r["prompt"]) for r in d1["evals"][suite]}) == 400
+        assert len(d0["evals"][suite]) == k0 and len(d1["evals"][suite]) == n
+        assert d1["evals"][suite][:k0] == d0["evals"][suite]
+        assert len({norm_prompt(r["prompt"]) for r in d1["evals"][suite]}) == n
     for k in d0["evals"]:
         if not k.startswith("oversight"):
             assert d1["evals"][k] == d0["evals"][k], k
