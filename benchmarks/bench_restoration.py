@@ -106,6 +106,32 @@ def ours(a_dir: Path, f_dir: Path, steps: int, rate: float, bs: int, out: Path) 
             "lm_head_per_pass": False, "wall_total_s": r.report["wall_s"]}  # fmt: skip
 
 
+def zoo_inputs(F: Path) -> tuple[list[str], list[str], object, dict[str, Path]]:
+    """What restoration on a zoo's fine-tuned entry ``F`` uses: the recovery prompts (its cross-source harmful suite),
+    the first 256 downstream-task training prompts (``t_benign`` and the rollback pass), the task metric (exact match
+    on the last 100 task training items, 4 new tokens) and the evaluation suites (held-out harmful, task, XSTest
+    safe). Shared by ``zoo_table`` and ``exp_restoration_knobs.py``."""
+    import json
+
+    from alignscope.analyses.evaluate import evaluate
+
+    def rows(p):
+        return [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()]
+
+    harm_rec = [r["prompt"] for r in rows(F / "evals/harmful_cross.jsonl")]
+    tt = [r for r in rows(F / "task_train.jsonl") if not r["harmful"]]
+    task_prompts = [r["prompt"] for r in tt[:256]]
+    val = [{"prompt": r["prompt"], "expected": r["response"].strip()} for r in tt[-100:]]
+    suites = {"harmful": F / "evals/harmful_heldout.jsonl", "task": F / "evals/task.jsonl",
+              "xstest": F / "evals/xstest_safe.jsonl"}  # fmt: skip
+
+    def metric(h) -> float:
+        df = evaluate(h, {"val": val}, max_new_tokens=4, batch_size=100)
+        return float(df.loc[df.metric == "exact_match", "value"].iloc[0])
+
+    return harm_rec, task_prompts, metric, suites
+
+
 def zoo_table(
     zoo: Path,
     n: int,
@@ -136,19 +162,10 @@ def zoo_table(
     A, F = zoo / aligned, zoo / attacked.format(n=n)
     L = int(json.loads((A / "config.json").read_text())["num_hidden_layers"])
 
+    harm_rec, task_prompts, metric, suites = zoo_inputs(F)
+
     def rows(p):
         return [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()]
-
-    harm_rec = [r["prompt"] for r in rows(F / "evals/harmful_cross.jsonl")]
-    tt = [r for r in rows(F / "task_train.jsonl") if not r["harmful"]]
-    task_prompts = [r["prompt"] for r in tt[:256]]
-    val = [{"prompt": r["prompt"], "expected": r["response"].strip()} for r in tt[-100:]]
-    suites = {"harmful": F / "evals/harmful_heldout.jsonl", "task": F / "evals/task.jsonl",
-              "xstest": F / "evals/xstest_safe.jsonl"}  # fmt: skip
-
-    def metric(h):
-        df = evaluate(h, {"val": val}, max_new_tokens=4, batch_size=100)
-        return float(df.loc[df.metric == "exact_match", "value"].iloc[0])
 
     def ev(m):
         df = evaluate(m, suites, max_new_tokens=12, batch_size=72, limit=limit)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,21 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     from alignscope.hooks.io import atomic_write_json
     from alignscope.interventions.restoration import restore
 
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    from bench_restoration import zoo_inputs
+
     A, F = args.zoo / "aligned", args.zoo / f"attacked-{args.n}"
     L = int(json.loads((A / "config.json").read_text())["num_hidden_layers"])
-
-    def rows(p):
-        return [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()]
-
-    harm = [r["prompt"] for r in rows(F / "evals/harmful_cross.jsonl")]
-    tt = [r for r in rows(F / "task_train.jsonl") if not r["harmful"]]
-    task_prompts = [r["prompt"] for r in tt[:256]]
-    val = [{"prompt": r["prompt"], "expected": r["response"].strip()} for r in tt[-100:]]
-    suites = {"harmful": F / "evals/harmful_heldout.jsonl", "task": F / "evals/task.jsonl"}
-
-    def metric(h) -> float:
-        df = evaluate(h, {"val": val}, max_new_tokens=4, batch_size=100)
-        return float(df.loc[df.metric == "exact_match", "value"].iloc[0])
+    harm, task_prompts, metric, suites = zoo_inputs(F)
+    suites = {k: v for k, v in suites.items() if k != "xstest"}  # refusal and task only
 
     common = {"layer_end": L, "recovery_rate": args.rate, "steps": 20}
     runs = {

@@ -12,23 +12,37 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux reports it (``os.umask`` can only be read by setting
+    it, which for a moment would apply to files other threads create)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _umask_mode(full: int) -> int:
     """``full`` (0o666 for files, 0o777 for directories) less the process umask: the mode ``open`` / ``mkdir``
     would give. ``tempfile`` creates its files 0o600 and directories 0o700, which would leave every result readable
     by its writer only."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return full & ~mask
+    return full & ~_umask()
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it is renamed onto ``path`` (atomic on POSIX). The file gets
-    the mode a plain ``open(path, "w")`` would give it (umask applied), not ``tempfile``'s private 0o600."""
+    the mode a plain ``open(path, "w")`` would give it (an existing file's mode, else the umask's), not
+    ``tempfile``'s private 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _umask_mode(0o666))
+    # an existing file keeps its mode, as with ``open(path, "w")``; a new one gets the umask's
+    os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else _umask_mode(0o666))
     os.close(fd)
     tmp_path = Path(tmp)
     try:

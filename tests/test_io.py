@@ -28,6 +28,12 @@ def test_atomic_files_get_the_umask_mode_not_tempfiles_private_one(tmp_path, uma
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
     assert (tmp_path / "d" / "x").read_text() == "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json", "d", "plain.txt"]  # no temp left
+    # an existing file keeps its own mode when it is rewritten
+    (tmp_path / "a.txt").chmod(0o640)
+    atomic_write_text(tmp_path / "a.txt", "y")
+    assert (
+        stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640 and (tmp_path / "a.txt").read_text() == "y"
+    )
 
 
 def test_a_failed_write_leaves_the_old_file(tmp_path):
