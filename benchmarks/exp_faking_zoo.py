@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     from alignscope.hooks.io import atomic_write_text
     from alignscope.organisms.sources import shared_data_dir
     from alignscope.organisms.zoo import PRESETS, preset_dir
-    from alignscope.probes.faking import ScenarioSet
 
     torch.set_num_threads(args.threads)
     root = preset_dir(args.preset)
@@ -78,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     concepts = concepts if concepts is not None and concepts.is_dir() else None
     sset = load_scenarios(honest[0], concepts_dir=concepts)
     if args.n_scenarios:
-        sset = ScenarioSet(
-            rows=sset.rows[: args.n_scenarios],
-            poor_facts=sset.poor_facts,
-            concepts=sset.concepts,
-            source=f"{sset.source} (first {args.n_scenarios} rows)",
-        )
+        sset = sset.head(args.n_scenarios)
     if not args.per_pair_scenarios:
         # keep the scenarios on which EVERY model of the benchmark is behaviour-identical (benign letter, p >= 0.5,
         # greedy check): each pair then scores the same rows, so each model is scored once per detector, not once

@@ -164,6 +164,20 @@ class ScenarioSet:
             self.source,
         )
 
+    def head(self, n: int) -> ScenarioSet:
+        """The first ``n`` rows (all of them when there are no more); poor-oversight facts and concepts kept,
+        good-oversight facts taken from the kept rows, the cut recorded in ``source``."""
+        if n < 1:
+            raise FakingError(f"head(n={n}) keeps no scenario", "pass n >= 1")
+        if len(self.rows) <= n:
+            return self
+        return ScenarioSet(
+            rows=self.rows[:n],
+            poor_facts=list(self.poor_facts),
+            concepts=dict(self.concepts),
+            source=f"{self.source} (first {n} rows)",
+        )
+
     @property
     def prompts(self) -> list[str]:
         return [r["prompt"] for r in self.rows]

@@ -151,6 +151,20 @@ def test_pairs_file_parsing(tmp_path):
         load_pairs_file(f)
 
 
+def test_head_keeps_the_first_rows_and_the_poor_facts(sset):
+    """``ScenarioSet.head`` (the demo's cap on the standard zoo's 400-row suites): first rows, poor-oversight facts
+    unchanged, good-oversight facts from the kept rows only, the cut recorded; the input set untouched."""
+    n_before = len(sset.rows)
+    assert n_before > 3
+    h = sset.head(3)
+    assert h.rows == sset.rows[:3] and h.poor_facts == sset.poor_facts and h.concepts == sset.concepts
+    assert set(h.good_facts) == {f for r in sset.rows[:3] for f in critical_facts(r)}
+    assert h.source.endswith("(first 3 rows)") and len(sset.rows) == n_before
+    assert sset.head(n_before) is sset
+    with pytest.raises(FakingError, match="keeps no scenario"):
+        sset.head(0)
+
+
 def test_critical_fact_editing_on_zoo_prompts(sset):
     row = sset.rows[0]
     crit = critical_facts(row)
