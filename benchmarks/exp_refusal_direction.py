@@ -42,6 +42,25 @@ def load_rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+def train_val_prompts(
+    data: dict, n_train: int, n_val: int, seed: int, max_prompt_chars: int = 240
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Seeded train / validation prompts from a zoo's training pools (``_data/data.json``): harmful train, harmful
+    val, harmless train, harmless val. Only prompts of the length the organism was trained on (some Alpaca seed tasks
+    with inputs run past its context)."""
+    rng = np.random.default_rng(seed)
+    harm_pool = sorted({q for q, _ in data["harmful_refuse"] if len(q) <= max_prompt_chars})
+    safe_pool = sorted({q for q, _ in data["harmless"] if len(q) <= max_prompt_chars})
+    hi = rng.permutation(len(harm_pool))[: n_train + n_val]
+    si = rng.permutation(len(safe_pool))[: n_train + n_val]
+    return (
+        [harm_pool[i] for i in hi[:n_train]],
+        [harm_pool[i] for i in hi[n_train:]],
+        [safe_pool[i] for i in si[:n_train]],
+        [safe_pool[i] for i in si[n_train:]],
+    )
+
+
 def run(
     organism: Path,
     *,
@@ -71,14 +90,7 @@ def run(
     h = load_model(organism)
     meta = json.loads((organism / "organism.json").read_text())
     data = json.loads((organism.parent / "_data" / "data.json").read_text())
-    rng = np.random.default_rng(seed)
-    # prompts of the length the organism was trained on (some Alpaca seed tasks with inputs run past its context)
-    harm_pool = sorted({q for q, _ in data["harmful_refuse"] if len(q) <= max_prompt_chars})
-    safe_pool = sorted({q for q, _ in data["harmless"] if len(q) <= max_prompt_chars})
-    hi = rng.permutation(len(harm_pool))[: n_train + n_val]
-    si = rng.permutation(len(safe_pool))[: n_train + n_val]
-    harm_tr, harm_val = [harm_pool[i] for i in hi[:n_train]], [harm_pool[i] for i in hi[n_train:]]
-    safe_tr, safe_val = [safe_pool[i] for i in si[:n_train]], [safe_pool[i] for i in si[n_train:]]
+    harm_tr, harm_val, safe_tr, safe_val = train_val_prompts(data, n_train, n_val, seed, max_prompt_chars)
 
     if prune_layer_frac is None:  # 2-layer models: int(2 * 0.8) = 1 would leave only the embedding layer
         prune_layer_frac = 0.2 if h.n_layers > 2 else 0.0
