@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import torch
+from alignscope.hooks.errors import AlignscopeError
 from alignscope.hooks.io import atomic_dir, atomic_write_json
 
 from .tasks import GOOD_OVERSIGHT, POOR_OVERSIGHT, REFUSALS, WORDS
@@ -18,7 +19,7 @@ from .tier1 import train_tokenizer
 ARCHS = ("gpt2", "llama", "qwen2", "gemma")
 
 
-class Tier0Error(ValueError):
+class Tier0Error(AlignscopeError, ValueError):
     """Unknown tier-0 architecture."""
 
 
@@ -59,7 +60,7 @@ def _config(arch: str, vocab: int, pad: int, bos: int, eos: int):
             max_position_embeddings=256,
             **common,
         )
-    raise Tier0Error(f"unknown tier-0 architecture {arch!r}; choose one of {ARCHS}")
+    raise Tier0Error(f"unknown tier-0 architecture {arch!r}", f"choose one of {ARCHS}")
 
 
 def tier0_tokenizer(vocab_size: int = 512):
@@ -86,7 +87,7 @@ def build_tier0(arch: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
 
     if arch not in ARCHS:
-        raise Tier0Error(f"unknown tier-0 architecture {arch!r}; choose one of {ARCHS}")
+        raise Tier0Error(f"unknown tier-0 architecture {arch!r}", f"choose one of {ARCHS}")
     tok = tier0_tokenizer()
     # spare embedding rows, as real checkpoints have: some architectures' tokenizer classes add a token on load
     cfg = _config(arch, len(tok) + 8, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
