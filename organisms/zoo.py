@@ -1157,6 +1157,20 @@ def _build_one(preset: str, cache_dir, name: str, threads: int = 1) -> tuple[str
     return name, time.time() - t0
 
 
+def _check_spawnable_main(workers: int, todo: list[str]) -> None:
+    """Spawned workers re-run the main module from its file; code piped to ``python -`` has none (``<stdin>``), and
+    every worker would die at start-up with a bare ``BrokenProcessPool``."""
+    import sys
+
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if todo and main_file is not None and not os.path.isfile(main_file):
+        raise ZooError(
+            f"build_zoo(workers={workers}) trains in spawned processes, which re-import the main module from its file, "
+            f"but the main module's file is {main_file!r} (code piped to python?)",
+            "save the code as a .py file and run that, run `alignscope zoo build --workers N`, or pass workers=1",
+        )
+
+
 def _build_parallel(
     p: Preset,
     preset: str,
@@ -1200,6 +1214,7 @@ def _build_parallel(
             todo.append(n)
     running: dict = {}
     own_threads = int(os.environ.get("ALIGNSCOPE_TRAIN_THREADS", "1"))
+    _check_spawnable_main(workers, todo)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
         while todo or running:
             ready = sorted(
@@ -1263,7 +1278,7 @@ def _reuse_stage(
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             meta.update(
                 config_hash=p.config_hash(),
-                parent_path=str(root / meta["parent"]) if meta.get("parent") else None,
+                parent_path=f"../{meta['parent']}" if meta.get("parent") else None,
                 reused_from=str(src),
             )
             meta.pop("validation", None)  # re-validated where it is used
@@ -1813,7 +1828,8 @@ def organism_meta(
         "config_hash": config_hash,
         "purpose": s.purpose,
         "parent": s.parent,
-        "parent_path": str(root / s.parent) if s.parent else None,
+        # relative to the entry, so a moved or copied zoo directory stays consistent (before stop 24: absolute)
+        "parent_path": f"../{s.parent}" if s.parent else None,
         "seed": seed,
         "evals": {k: f"evals/{k}.jsonl" for k in evals},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

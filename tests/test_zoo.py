@@ -285,7 +285,30 @@ def test_changed_recipe_reuses_unchanged_ancestors(tiny_zoo, tmp_path, monkeypat
         assert sha256_file(out[n] / "model.safetensors") == sha256_file(tiny_zoo[n] / "model.safetensors")
     fk = json.loads((out["faker-0"] / "organism.json").read_text())
     assert "reused_from" not in fk and fk["training"]["steps"] == 20
-    assert fk["parent_path"] == str(out["honest-0"])
+    assert fk["parent_path"] == "../honest-0"
+    assert (out["faker-0"] / fk["parent_path"]).resolve() == out["honest-0"].resolve()
+
+
+def test_parallel_build_from_piped_code_names_the_fix(tmp_path):
+    """Spawned workers re-import the main module from its file; from ``python -`` there is none, and every worker
+    used to die with a bare ``BrokenProcessPool``. Now: a ZooError before any stage trains."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"from alignscope.organisms import build_zoo; build_zoo('tiny', cache_dir={str(tmp_path)!r}, workers=2)"
+    r = subprocess.run(
+        [sys.executable, "-"],
+        input=code,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert r.returncode != 0
+    assert "ZooError" in r.stderr and "'<stdin>'" in r.stderr and "workers=1" in r.stderr
+    assert "BrokenProcessPool" not in r.stderr
+    assert not any(p.name == "base" for p in tmp_path.rglob("base"))
 
 
 def test_parallel_build_equals_sequential(tiny_zoo, tmp_path):
