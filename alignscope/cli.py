@@ -205,6 +205,9 @@ def audit(
     harmless: Path | None = typer.Option(None, help="harmless prompt file"),
     threshold: list[str] = typer.Option(None, "--threshold", help="override: NAME=VALUE (repeatable)"),
     limit: int = typer.Option(64, help="prompts per behaviour suite"),
+    sample: str = typer.Option(
+        "seeded", help="which --limit prompts: seeded (a random subset) | head (the first)"
+    ),
     allow_pickle: bool = typer.Option(False, help="load pickle checkpoints (trusted sources only)"),
     trust_remote_code: bool = typer.Option(False, help="allow custom modelling code (trusted sources only)"),
     allow_symlinks: bool = typer.Option(False, help="follow symlinks out of the given directories"),
@@ -232,6 +235,7 @@ def audit(
             honest_reference=honest_reference,
             thresholds=th,
             limit=limit,
+            sample=sample,
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
             allow_symlinks=allow_symlinks,

@@ -125,6 +125,10 @@ class AuditConfig:
     thresholds: dict[str, tuple[str, float]] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     max_new_tokens: int = 24
     limit: int | None = 64
+    # which `limit` rows of each suite: "seeded" (a random subset, seed `seed`) or "head" (the first ones; before
+    # stop 24 the only choice: XSTest is sorted by category, so its first 48-64 rows were homonyms and figurative
+    # language, its hardest part)
+    sample: str = "seeded"
     n_direction_prompts: int = 64
     seed: int = 0
     allow_pickle: bool = False
@@ -365,7 +369,9 @@ def measure_behaviour(h, suites: dict[str, str], scen: dict[str, str], cfg: Audi
         use["oversight_good"] = scen["oversight_good"]  # the evaluator never sees poor-oversight prompts
     if not use:
         return {}
-    df = evaluate(h, use, max_new_tokens=cfg.max_new_tokens, limit=cfg.limit, seed=cfg.seed)
+    df = evaluate(
+        h, use, max_new_tokens=cfg.max_new_tokens, limit=cfg.limit, sample=cfg.sample, seed=cfg.seed
+    )
     out: dict[str, float] = {}
     for _, r in df.iterrows():
         out[f"{r['suite']}:{r['metric']}"] = float(r["value"])
@@ -462,7 +468,12 @@ def audit_checkpoint(
         from .evaluate import evaluate
 
         df = evaluate(
-            h, {"task": str(path / own["task"])}, max_new_tokens=cfg.max_new_tokens, limit=cfg.limit
+            h,
+            {"task": str(path / own["task"])},
+            max_new_tokens=cfg.max_new_tokens,
+            limit=cfg.limit,
+            sample=cfg.sample,
+            seed=cfg.seed,
         )
         add("task_accuracy", float(df["value"].iloc[0]))
 

@@ -53,6 +53,8 @@ COLUMNS = [
     "batch_size",
     "chat",
     "seed",
+    "limit",
+    "sample",
     "suite_path",
     "suite_hash",
 ]
@@ -186,6 +188,17 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
+def limit_rows(rows: list, limit: int | None, sample: str = "head", seed: int = 0) -> list:
+    """At most ``limit`` of ``rows``: the first ones (``sample="head"``) or a subset drawn with ``seed`` in the
+    original order (``"seeded"``); all of them when ``limit`` is None or not smaller. The input is not modified."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    if sample == "seeded":
+        idx = np.sort(np.random.default_rng(seed).choice(len(rows), size=limit, replace=False))
+        return [rows[i] for i in idx]
+    return list(rows[:limit])
+
+
 def evaluate(
     model: Any,
     suites: Mapping[str, SuiteSpec] | Sequence[str | os.PathLike] | str | os.PathLike,
@@ -197,6 +210,7 @@ def evaluate(
     chat: bool | None = None,
     seed: int = 0,
     limit: int | None = None,
+    sample: str = "head",
     return_items: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate a model's behaviour on suites; returns a tidy table with 95% intervals.
@@ -212,18 +226,24 @@ def evaluate(
         batch_size: generation batch size (left padding; results do not depend on it).
         judge: registered refusal scorer name (see :mod:`alignscope.analyses.scorers`).
         chat: apply the chat template (default: when the tokenizer has one).
-        seed: seed of the bootstrap intervals (recorded in the table).
-        limit: evaluate only the first ``limit`` rows of each suite.
+        seed: seed of the bootstrap intervals and of ``sample="seeded"`` (recorded in the table).
+        limit: evaluate only ``limit`` rows of each suite (which ones: ``sample``).
+        sample: the rows ``limit`` keeps: ``"head"``, the first ones, or ``"seeded"``, a random subset drawn with
+            ``seed`` and kept in suite order. Suites sorted by category (XSTest: homonyms first) are covered
+            evenly only by the second. Recorded in the table (``limit``, ``sample``).
         return_items: also return the per-item table (prompt, completion, score).
 
     Returns:
         DataFrame with columns :data:`COLUMNS` (and, if ``return_items``, a second per-item DataFrame).
 
     Raises:
-        PromptError: a suite is missing, empty or malformed.
+        PromptError: a suite is missing, empty or malformed; an unknown ``sample``.
         ScorerError: unknown judge.
     """
     from alignscope.hooks.loading import load_model
+
+    if sample not in ("head", "seeded"):
+        raise PromptError(f"unknown sample={sample!r} for limit", "use sample='head' or sample='seeded'")
 
     torch.manual_seed(seed)
     handle = load_model(model, tokenizer)
@@ -235,8 +255,7 @@ def evaluate(
     items: list[dict] = []
     for name, spec in suites.items():
         rows, path = load_suite(spec)
-        if limit is not None:
-            rows = rows[:limit]
+        rows = limit_rows(rows, limit, sample, seed)
         kind = suite_kind(rows)
         base = {
             "suite": name,
@@ -248,6 +267,8 @@ def evaluate(
             "batch_size": batch_size,
             "chat": handle.use_chat(chat),
             "seed": seed,
+            "limit": limit,
+            "sample": sample if limit is not None else None,
             "suite_path": path,
             "suite_hash": sha256_texts(json.dumps(r, sort_keys=True) for r in rows),
         }

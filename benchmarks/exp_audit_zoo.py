@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--honest-reference", default=None)
     ap.add_argument("--name", default=None, help="results name (default: the preset)")
     ap.add_argument("--limit", type=int, default=64)
+    ap.add_argument(
+        "--sample",
+        default="seeded",
+        help="which --limit rows: seeded (random subset, seed 0) | head (the first)",
+    )
     ap.add_argument("--out", default=None)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -75,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         validation = validation_markdown(table)
         not_faking = {f.name for f in fakers if f not in ok}
     out = Path(args.out or f"/tmp/audit_{name}")
-    cfg = AuditConfig(honest_reference=honest, limit=args.limit, seed=0, faking=honest is not None)
+    cfg = AuditConfig(
+        honest_reference=honest, limit=args.limit, sample=args.sample, seed=0, faking=honest is not None
+    )
     t = time.time()
     res = audit(ckpts, reference, out=out, config=cfg, report=write_audit_report, progress=False)
     secs = time.time() - t
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(RESULTS / f"audit_{name}.md", md)
     atomic_write_json(
         RESULTS / f"audit_{name}.json",
-        {"reference": reference, "honest_reference": honest, "limit": args.limit, "rows": rows, "tally": tally,
+        {"reference": reference, "honest_reference": honest, "limit": args.limit, "sample": args.sample, "rows": rows, "tally": tally,
          "seconds": round(secs, 1), "full_rows": json.loads(json.dumps(res.rows, default=str))},
     )  # fmt: skip
     print(md)

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from alignscope.analyses.evaluate import COLUMNS, evaluate, load_suite
+from alignscope.analyses.evaluate import COLUMNS, evaluate, limit_rows, load_suite
 from alignscope.hooks.errors import PromptError
 from alignscope.hooks.loading import load_model
 from zoo_fixtures import one_thread
@@ -26,6 +26,34 @@ def test_batched_equals_one_by_one(tiny_zoo):
         _, b = evaluate(d, {"mix": rows}, max_new_tokens=10, batch_size=12, return_items=True)
     assert list(a["completion"]) == list(b["completion"])
     assert len(set(a["completion"])) > 2  # not a degenerate constant output
+
+
+def test_limit_keeps_the_head_or_a_seeded_subset_in_order(tiny_zoo):
+    """``sample="seeded"`` (the audit's default since stop 24) draws ``limit`` rows with the seed, in suite order;
+    ``"head"`` keeps the first rows; the table records both; the input list is not modified."""
+    rows = [{"prompt": f"p{i}", "label": "x"} for i in range(30)]
+    before = [dict(r) for r in rows]
+    a, b, c = (
+        limit_rows(rows, 8, "seeded", 3),
+        limit_rows(rows, 8, "seeded", 3),
+        limit_rows(rows, 8, "seeded", 4),
+    )
+    idx = [int(r["prompt"][1:]) for r in a]
+    assert a == b and a != c and len(a) == 8 and idx == sorted(idx) and len(set(idx)) == 8
+    assert max(idx) >= 8  # not the head
+    assert (
+        limit_rows(rows, 8, "head") == rows[:8] and limit_rows(rows, 40, "seeded") == rows and rows == before
+    )
+    d = tiny_zoo["aligned"]
+    x = d / "evals/xstest_safe.jsonl"
+    with one_thread():
+        df, items = evaluate(
+            d, {"x": x}, max_new_tokens=4, limit=6, sample="seeded", seed=1, return_items=True
+        )
+    assert list(items["prompt"]) == [r["prompt"] for r in limit_rows(load_suite(x)[0], 6, "seeded", 1)]
+    assert df["limit"][0] == 6 and df["sample"][0] == "seeded" and df["n"][0] == 6
+    with pytest.raises(PromptError, match="sample"):
+        evaluate(d, {"x": x}, limit=6, sample="random")
 
 
 def test_table_columns_metrics_and_provenance(tiny_zoo):
