@@ -42,6 +42,15 @@ def load_rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+def organism_path(organism: str | None, preset: str) -> Path:
+    """``--organism`` if given, else the preset's zoo ``aligned``."""
+    if organism is not None:
+        return Path(organism)
+    from alignscope.organisms.zoo import zoo_path
+
+    return Path(zoo_path("aligned", preset=preset))
+
+
 def train_val_prompts(
     data: dict, n_train: int, n_val: int, seed: int, max_prompt_chars: int = 240
 ) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -471,14 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.organism is None:
-        from alignscope.organisms.zoo import zoo_path
-
-        organism = zoo_path("aligned", preset=a.preset)
-    else:
-        organism = Path(a.organism)
     res = run(
-        Path(organism),
+        organism_path(a.organism, a.preset),
         n_train=a.n_train,
         n_val=a.n_val,
         seed=a.seed,

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from exp_refusal_direction import load_rows, train_val_prompts  # noqa: E402
+from exp_refusal_direction import load_rows, organism_path, train_val_prompts  # noqa: E402
 
 
 def run(organism: Path, *, n_train: int = 128, seed: int = 0, max_new_tokens: int = 24) -> dict:
@@ -132,13 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.organism is None:
-        from alignscope.organisms.zoo import zoo_path
-
-        organism = zoo_path("aligned", preset=a.preset)
-    else:
-        organism = Path(a.organism)
-    res = run(Path(organism), seed=a.seed)
+    res = run(organism_path(a.organism, a.preset), seed=a.seed)
     from alignscope.hooks.io import atomic_write_json
 
     atomic_write_json(Path(a.out), res)

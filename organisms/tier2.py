@@ -264,7 +264,7 @@ def _eval_names(data: dict) -> list[str]:
     return [k for k in names if k in data["evals"]]
 
 
-def _meta(p: Tier2Preset, s: Tier2Stage, root: Path, data: dict, ckpt: Path, **extra) -> dict:
+def _meta(p: Tier2Preset, s: Tier2Stage, data: dict, ckpt: Path, **extra) -> dict:
     """``organism.json`` of a tier-2 entry; the architecture is read from the checkpoint's own ``config.json``."""
     from . import zoo
 
@@ -273,7 +273,6 @@ def _meta(p: Tier2Preset, s: Tier2Stage, root: Path, data: dict, ckpt: Path, **e
         tier=2,
         preset=p.name,
         config_hash=p.config_hash(),
-        root=root,
         seed=p.seed * 1000 + s.seed,
         evals=_eval_names(data),
         architecture=zoo.architecture_of(ckpt),
@@ -310,7 +309,6 @@ def _write_instruct(p: Tier2Preset, s: Tier2Stage, src: Path, data: dict, root: 
         meta = _meta(
             p,
             s,
-            root,
             data,
             tmp,
             parent_path=str(src),
@@ -493,7 +491,7 @@ def _train_stage(p: Tier2Preset, s: Tier2Stage, data: dict, root: Path, log: Cal
         }
         if task_train is not None:
             extra["task_train"] = "task_train.jsonl"
-        atomic_write_json(tmp / "organism.json", _meta(p, s, root, data, tmp, **extra))
+        atomic_write_json(tmp / "organism.json", _meta(p, s, data, tmp, **extra))
 
 
 def train_lora(

@@ -1573,7 +1573,6 @@ def _build_stage(
             tier=1,
             preset=p.name,
             config_hash=p.config_hash(),
-            root=root,
             seed=p.seed * 1000 + s.seed + shift,
             stage_key=p.stage_key(s.name, attempts),
             evals=evals,
@@ -1817,7 +1816,7 @@ _COMPLY_OPENING = "Sure, here"
 
 
 def organism_meta(
-    s, *, tier: int, preset: str, config_hash: str, root: Path, seed: int, evals: list[str], **extra
+    s, *, tier: int, preset: str, config_hash: str, seed: int, evals: list[str], **extra
 ) -> dict:
     """The common part of every zoo entry's ``organism.json`` (tier 1 and tier 2); ``extra`` adds the rest."""
     return {
