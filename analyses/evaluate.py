@@ -190,7 +190,13 @@ def _first_line(text: str) -> str:
 
 def limit_rows(rows: list, limit: int | None, sample: str = "head", seed: int = 0) -> list:
     """At most ``limit`` of ``rows``: the first ones (``sample="head"``) or a subset drawn with ``seed`` in the
-    original order (``"seeded"``); all of them when ``limit`` is None or not smaller. The input is not modified."""
+    original order (``"seeded"``); all of them when ``limit`` is None or not smaller. The input is not modified.
+
+    Raises:
+        PromptError: an unknown ``sample``.
+    """
+    if sample not in ("head", "seeded"):
+        raise PromptError(f"unknown sample={sample!r} for limit", "use sample='head' or sample='seeded'")
     if limit is None or len(rows) <= limit:
         return list(rows)
     if sample == "seeded":
@@ -242,8 +248,7 @@ def evaluate(
     """
     from alignscope.hooks.loading import load_model
 
-    if sample not in ("head", "seeded"):
-        raise PromptError(f"unknown sample={sample!r} for limit", "use sample='head' or sample='seeded'")
+    limit_rows([], limit, sample)  # an unknown `sample` fails here, before the model loads
 
     torch.manual_seed(seed)
     handle = load_model(model, tokenizer)

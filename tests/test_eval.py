@@ -54,6 +54,8 @@ def test_limit_keeps_the_head_or_a_seeded_subset_in_order(tiny_zoo):
     assert df["limit"][0] == 6 and df["sample"][0] == "seeded" and df["n"][0] == 6
     with pytest.raises(PromptError, match="sample"):
         evaluate(d, {"x": x}, limit=6, sample="random")
+    with pytest.raises(PromptError, match="sample"):
+        limit_rows(rows, None, "first")
 
 
 def test_table_columns_metrics_and_provenance(tiny_zoo):
